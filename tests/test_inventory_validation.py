@@ -1,0 +1,427 @@
+"""Validation of the site inventory (playbooks/validate.yml, the first play of site.yml).
+
+Each bad inventory is a copy of inventories/molecule with one mutation. The run must fail
+with a message naming the key path and the rule, and must not touch any host: every host of
+these copies points at a closed loopback port, so a contact attempt would show as UNREACHABLE,
+and the PLAY RECAP may list only localhost.
+
+The ansible-playbook runs are started together by one fixture (a few at a time) because each
+costs about a second of start-up; the tests then only inspect the results. Cases marked with no
+playbook get the same checks in-process (schema + filter plugin on the mutated files), which
+keeps the whole module well under a minute.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MOLECULE_INVENTORY = REPO / "inventories" / "molecule"
+EXAMPLE_INVENTORY = REPO / "inventories" / "example"
+SKELETON = REPO / "templates" / "inventory"
+SCHEMA = json.loads((REPO / "schemas" / "site.schema.json").read_text())
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+PARALLEL_RUNS = 3
+
+# Every host of a test inventory: ssh to a closed loopback port, with no retries.
+UNUSABLE_HOST_VARS = {
+    "ansible_connection": "ssh",
+    "ansible_host": "127.0.0.1",
+    "ansible_port": 9,
+    "ansible_user": "nobody",
+    "ansible_ssh_common_args": "-o BatchMode=yes -o ConnectTimeout=2",
+    "ansible_ssh_retries": 0,
+}
+
+
+def _load_plugin():
+    spec = importlib.util.spec_from_file_location("site_model", REPO / "filter_plugins" / "site_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+site_model = _load_plugin()
+
+
+# --- mutations of the molecule inventory -------------------------------------------------
+# Each takes {"hosts": <hosts.yml>, "site": <group_vars/all/site.yml>} and changes it in place.
+
+
+def _c1(inv):
+    return inv["site"]["hpc_systems"]["c1"]
+
+
+def _rename_c2(inv):
+    systems = inv["site"]["hpc_systems"]
+    systems["c-2"] = systems.pop("c2")
+    inv["site"]["hpc_users"][0]["systems"]["c-2"] = inv["site"]["hpc_users"][0]["systems"].pop("c2")
+
+
+def _empty_compute_group(inv):
+    inv["hosts"]["test_containers"]["children"]["c1_compute"] = {"hosts": {}}
+
+
+def _drop_xuudb_group(inv):
+    del inv["hosts"]["test_containers"]["children"]["unicore_xuudb"]
+
+
+def _share_node(inv):
+    inv["hosts"]["test_containers"]["children"]["c2_compute"]["hosts"]["c1-node2"] = None
+
+
+def _duplicate_user(inv):
+    inv["site"]["hpc_users"].append({"name": "alice", "systems": {"c1": {"xlogin": "alice2", "uid": 20010}}})
+
+
+def _xlogin_two_uids(inv):
+    inv["site"]["hpc_users"].append({"name": "carol", "systems": {"c1": {"xlogin": "alice", "uid": 20003}}})
+
+
+# (id, mutation, [texts the output must contain: key path and rule], playbook or None for the
+#  in-process check, extra ansible-playbook arguments)
+BAD_CASES = [
+    ("site-name-pattern", lambda i: i["site"]["site"].update(name="IHPC Test"),
+     ["site.name:", "must be a lower-case letter"], "site.yml", []),
+    ("site-domain-missing", lambda i: i["site"]["site"].pop("domain"),
+     ["site.domain: required key is missing"], "validate.yml", []),
+    ("hub-url-not-https", lambda i: i["site"]["site"].update(public_hub_url="http://hub.ihpc.test"),
+     ["site.public_hub_url:", "must be an https:// URL"], None, []),
+    ("system-name-pattern", _rename_c2,
+     ["hpc_systems.c-2: invalid name 'c-2'", "Slurm ClusterName"], "validate.yml", []),
+    ("system-key-typo", lambda i: _c1(i).update(partition=_c1(i).pop("partitions")),
+     ["hpc_systems.c1.partition: unknown key", "hpc_systems.c1.partitions: required key is missing"],
+     "site.yml", ["--check"]),
+    ("no-systems", lambda i: i["site"].update(hpc_systems={}),
+     ["hpc_systems: must have at least 1 entry"], None, []),
+    ("port-is-string", lambda i: _c1(i).update(unicorex_port="7777"),
+     ["hpc_systems.c1.unicorex_port: must be an integer, found a string"], "validate.yml", []),
+    ("port-below-1024", lambda i: _c1(i).update(unicorex_port=443),
+     ["hpc_systems.c1.unicorex_port: must be at least 1024"], None, []),
+    ("managed-not-bool", lambda i: _c1(i)["slurm"].update(managed="yes"),
+     ["hpc_systems.c1.slurm.managed: must be a boolean"], None, []),
+    ("controller-missing", lambda i: _c1(i)["slurm"].pop("controller"),
+     ["hpc_systems.c1.slurm.controller: required key is missing", "required when managed is true"],
+     "validate.yml", []),
+    ("controller-foreign", lambda i: _c1(i)["slurm"].update(controller="c2-login"),
+     ["hpc_systems.c1.slurm.controller: host 'c2-login' is in neither group"], "validate.yml", []),
+    ("login-group-unknown", lambda i: _c1(i).update(login_group="c1_logins"),
+     ["hpc_systems.c1.login_group: group 'c1_logins' is not in the inventory"], "validate.yml", []),
+    ("compute-group-empty", _empty_compute_group,
+     ["hpc_systems.c1.compute_group: group 'c1_compute' has no hosts"], None, []),
+    ("required-group-missing", _drop_xuudb_group,
+     ["groups.unicore_xuudb: required inventory group is missing"], "validate.yml", []),
+    ("unicorex-host-unknown", lambda i: _c1(i).update(unicorex_host="unicorx"),
+     ["hpc_systems.c1.unicorex_host: host 'unicorx' is not in the inventory"], None, []),
+    ("unicorex-host-not-server", lambda i: _c1(i).update(unicorex_host="hub"),
+     ["hpc_systems.c1.unicorex_host: host 'hub' is not in group 'unicore_servers'"], "validate.yml", []),
+    ("unicorex-port-shared", lambda i: i["site"]["hpc_systems"]["c2"].update(unicorex_port=7777),
+     ["hpc_systems.c2.unicorex_port: port 7777 on host 'unicore' is already used by the UNICORE/X of hpc_systems.c1"],
+     "site.yml", ["--limit", "c1_login"]),
+    ("unicorex-port-xuudb", lambda i: _c1(i).update(unicorex_port=34463),
+     ["hpc_systems.c1.unicorex_port: port 34463 on host 'unicore' is the XUUDB port"], "validate.yml", []),
+    ("partition-default-name", lambda i: _c1(i)["partitions"][0].update(name="Default"),
+     ["hpc_systems.c1.partitions[0].name: 'Default' is reserved by Slurm"], "validate.yml", []),
+    ("partition-name-invalid", lambda i: _c1(i)["partitions"][0].update(name="my batch"),
+     ["hpc_systems.c1.partitions[0].name: 'my batch' is not a valid Slurm partition name"], None, []),
+    ("partition-duplicate", lambda i: _c1(i)["partitions"].append({"name": "batch"}),
+     ["hpc_systems.c1.partitions[1].name: partition 'batch' is defined twice"], "validate.yml", []),
+    ("partition-two-defaults", lambda i: _c1(i)["partitions"].append({"name": "gpu", "default": True}),
+     ["hpc_systems.c1.partitions[1].default: only one partition per system may be the default"], None, []),
+    ("partition-foreign-node", lambda i: _c1(i)["partitions"][0].update(nodes=["c1-node1", "c2-login"]),
+     ["hpc_systems.c1.partitions[0].nodes: host 'c2-login' is not in compute group 'c1_compute'"], "validate.yml", []),
+    ("partition-too-many-nodes", lambda i: _c1(i)["partitions"][0].update(max_nodes=3),
+     ["hpc_systems.c1.partitions[0].max_nodes: 3 is more than the 2 node(s)"], "validate.yml", []),
+    ("partition-nodes-template", lambda i: _c1(i)["partitions"][0].update(nodes="{{ groups['c1_nodes'] }}"),
+     ["hpc_systems.c1.partitions[0].nodes: cannot be resolved", "c1_nodes"], "validate.yml", []),
+    ("host-in-two-systems", _share_node,
+     ["hpc_systems.c2.compute_group: host 'c1-node2' is also in hpc_systems.c1"], "validate.yml", []),
+    ("user-name-pattern", lambda i: i["site"]["hpc_users"][1].update(name="Bob Smith"),
+     ["hpc_users[1].name:", "must be a lower-case letter or '_'"], None, []),
+    ("user-duplicate", _duplicate_user,
+     ["hpc_users[2].name: user 'alice' is already defined at hpc_users[0]"], None, []),
+    ("user-unknown-system", lambda i: i["site"]["hpc_users"][1]["systems"].update(c3={"xlogin": "bob"}),
+     ["hpc_users[1].systems.c3: there is no HPC system 'c3' in hpc_systems"], "validate.yml", []),
+    ("user-uid-missing", lambda i: i["site"]["hpc_users"][1]["systems"]["c1"].pop("uid"),
+     ["hpc_users[1].systems.c1.uid: required because hpc_systems.c1.accounts_managed is true"], "validate.yml", []),
+    ("user-uid-too-low", lambda i: i["site"]["hpc_users"][1]["systems"]["c1"].update(uid=999),
+     ["hpc_users[1].systems.c1.uid: must be at least 1000, found 999"], None, []),
+    ("user-uid-shared", lambda i: i["site"]["hpc_users"][1]["systems"]["c1"].update(uid=20001),
+     ["hpc_users[1].systems.c1.uid: uid 20001 on c1 is already the uid of xlogin 'alice'"], "validate.yml", []),
+    ("xlogin-two-uids", _xlogin_two_uids,
+     ["hpc_users[2].systems.c1.uid: xlogin 'alice' on c1 has uid 20003 here but uid 20001"], None, []),
+    ("password-not-shown", lambda i: i["site"]["hpc_users"][0].update(unity_password=123456789),
+     ["hpc_users[0].unity_password: must be a string", "<hidden>"], "validate.yml", []),
+]
+
+
+def _write_inventory(dest: Path, mutate=None) -> Path:
+    shutil.copytree(MOLECULE_INVENTORY, dest, ignore=shutil.ignore_patterns("secrets"))
+    inv = {
+        "hosts": yaml.safe_load((dest / "hosts.yml").read_text()),
+        "site": yaml.safe_load((dest / "group_vars" / "all" / "site.yml").read_text()),
+    }
+    inv["hosts"]["test_containers"]["vars"] = dict(UNUSABLE_HOST_VARS)
+    if mutate is not None:
+        mutate(inv)
+    (dest / "hosts.yml").write_text(yaml.safe_dump(inv["hosts"], sort_keys=False))
+    (dest / "group_vars" / "all" / "site.yml").write_text(yaml.safe_dump(inv["site"], sort_keys=False))
+    return dest
+
+
+def _fill_skeleton(dest: Path) -> Path:
+    shutil.copytree(SKELETON, dest)
+    for path in dest.rglob("*.yml"):
+        text = path.read_text().replace("__SITE_NAME__", "newsite").replace("__SITE_DOMAIN__", "hpc.newsite.example")
+        path.write_text(text)
+    return dest
+
+
+def _run(playbook: str, inventory: Path, extra=()):
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
+    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(REPO / "playbooks" / playbook), *extra]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _recap_hosts(output: str) -> dict:
+    """Host -> counters from the PLAY RECAP."""
+    recap = output.split("PLAY RECAP", 1)[-1] if "PLAY RECAP" in output else ""
+    hosts = {}
+    for match in re.finditer(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", recap, re.M):
+        hosts[match.group(1)] = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2)))
+    return hosts
+
+
+GOOD_CASES = {
+    "molecule": lambda tmp: _write_inventory(tmp / "molecule"),
+    "example": lambda tmp: EXAMPLE_INVENTORY,
+    "skeleton-filled": lambda tmp: _fill_skeleton(tmp / "skeleton"),
+    "skeleton-unfilled": lambda tmp: SKELETON,
+}
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    """Run ansible-playbook for every selected case at once; return id -> CompletedProcess."""
+    wanted = set()
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "case" in callspec.params and item.module is request.module:
+            wanted.add(callspec.params["case"])
+    tmp = tmp_path_factory.mktemp("inventories")
+    jobs = {}
+    for case_id, mutate, _texts, playbook, extra in BAD_CASES:
+        if case_id in wanted and playbook is not None:
+            jobs[case_id] = (playbook, _write_inventory(tmp / case_id, mutate), extra)
+    for case_id, make in GOOD_CASES.items():
+        if case_id in wanted:
+            jobs[case_id] = ("validate.yml", make(tmp), [])
+    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
+        futures = {case_id: pool.submit(_run, *job) for case_id, job in jobs.items()}
+        return {case_id: future.result() for case_id, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", [c[0] for c in BAD_CASES if c[3] is not None])
+def test_bad_inventory_fails_before_any_host(case, runs):
+    _case_id, _mutate, texts, _playbook, extra = next(c for c in BAD_CASES if c[0] == case)
+    result = runs[case]
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "The site inventory is invalid" in output, output
+    for text in texts:
+        assert text in output, "%r missing in:\n%s" % (text, output)
+    assert "UNREACHABLE" not in output, output
+    hosts = _recap_hosts(output)
+    # --limit leaves localhost out: the check then runs once on a limited host, without a connection.
+    allowed = {"localhost"} if "--limit" not in extra else {"c1-login"}
+    assert hosts and set(hosts) <= allowed, hosts
+    for counters in hosts.values():
+        assert counters["unreachable"] == 0 and counters["changed"] == 0, hosts
+
+
+@pytest.mark.parametrize("case", ["molecule", "example", "skeleton-filled"])
+def test_good_inventory_validates(case, runs):
+    result = runs[case]
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "The site inventory is invalid" not in output
+    assert "UNREACHABLE" not in output, output
+
+
+@pytest.mark.parametrize("case", ["skeleton-unfilled"])
+def test_unfilled_skeleton_names_the_placeholders(case, runs):
+    output = runs[case].stdout + runs[case].stderr
+    assert runs[case].returncode != 0
+    for text in ("site.name:", "site.domain:", "site.public_hub_url:"):
+        assert text in output, output
+
+
+def _groups(tree):
+    """Ansible's `groups` for a YAML inventory without host ranges: group -> hosts, children included."""
+    groups = {}
+
+    def walk(node):
+        members = []
+        for name, group in (node or {}).items():
+            group = group or {}
+            hosts = list(group.get("hosts") or {}) + walk(group.get("children"))
+            groups[name] = list(dict.fromkeys(groups.get(name, []) + hosts))
+            members += hosts
+        return members
+
+    groups["all"] = list(dict.fromkeys(walk(tree)))
+    return groups
+
+
+def _raw_schema_errors(data):
+    """Schema errors in the form ansible.utils.jsonschema hands to the playbook."""
+    raw = []
+    for err in jsonschema.Draft202012Validator(SCHEMA).iter_errors(data):
+        path = "$" + "".join("[%d]" % p if isinstance(p, int) else "." + p for p in err.absolute_path)
+        raw.append({"message": err.message, "json_path": path, "validator": err.validator,
+                    "expected": err.validator_value, "found": err.instance, "relative_schema": err.schema,
+                    "schema_path": ".".join(str(p) for p in err.relative_schema_path)})
+    return raw
+
+
+@pytest.mark.parametrize("case", [c[0] for c in BAD_CASES if c[3] is None])
+def test_bad_inventory_in_process(case, tmp_path):
+    _case_id, mutate, texts, _playbook, _extra = next(c for c in BAD_CASES if c[0] == case)
+    inventory = _write_inventory(tmp_path / case, mutate)
+    data = yaml.safe_load((inventory / "group_vars" / "all" / "site.yml").read_text())
+    groups = _groups(yaml.safe_load((inventory / "hosts.yml").read_text()))
+    problems = site_model.site_model_schema_messages(_raw_schema_errors(data))
+    problems += site_model.site_model_errors(data, groups)
+    report = site_model.site_model_report(problems)
+    assert report.startswith("The site inventory is invalid")
+    for text in texts:
+        assert text in report, "%r missing in:\n%s" % (text, report)
+
+
+# --- the JSON schema alone -----------------------------------------------------------------
+
+
+def _molecule_data():
+    """site, hpc_systems and hpc_users of the molecule inventory (a fresh copy each time)."""
+    return yaml.safe_load((MOLECULE_INVENTORY / "group_vars" / "all" / "site.yml").read_text())
+
+
+def test_schema_is_valid_and_accepts_molecule_data():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    errors = list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(_molecule_data()))
+    assert errors == []
+
+
+def test_schema_unmanaged_slurm_needs_no_controller():
+    data = _molecule_data()
+    data["hpc_systems"]["c1"]["slurm"] = {"managed": False}
+    assert list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data)) == []
+
+
+# --- filter plugin unit tests --------------------------------------------------------------
+
+GROUPS = {
+    "all": ["hub", "unity", "unicore", "c1-login", "c1-node1", "c1-node2", "c2-login"],
+    "hub": ["hub"], "unity": ["unity"], "unicore_gateway": ["unicore"], "unicore_xuudb": ["unicore"],
+    "unicore_servers": ["unicore"], "c1_login": ["c1-login"], "c1_compute": ["c1-node1", "c1-node2"],
+    "c2_login": ["c2-login"], "c2_compute": ["c2-login"],
+}
+
+
+def _errors(data, groups=None, **kwargs):
+    return site_model.site_model_errors(data, GROUPS if groups is None else groups, **kwargs)
+
+
+def test_filter_accepts_molecule_data():
+    # c2 uses one host as login and compute node: that is not "a host in two systems".
+    assert _errors(_molecule_data()) == []
+    assert _groups(yaml.safe_load((MOLECULE_INVENTORY / "hosts.yml").read_text())) == dict(
+        GROUPS, test_containers=GROUPS["all"])
+
+
+def test_filter_survives_malformed_input():
+    assert isinstance(_errors({"hpc_systems": "x", "hpc_users": {"a": 1}}), list)
+    assert isinstance(_errors({"hpc_systems": {"c1": {"slurm": [], "partitions": [1, None]}},
+                               "hpc_users": [None, {"systems": []}]}), list)
+    assert isinstance(_errors(None, None), list)
+
+
+def test_filter_gateway_port_only_counts_on_the_gateway_host():
+    data = _molecule_data()
+    data["hpc_systems"]["c1"]["unicorex_port"] = 8080
+    assert any("is the UNICORE Gateway port" in e for e in _errors(data))
+    groups = dict(GROUPS, unicore_gateway=["hub"])
+    assert not any("Gateway port" in e for e in _errors(data, groups))
+    # The port is a parameter: a site that moves the Gateway frees 8080.
+    assert not any("Gateway port" in e for e in _errors(data, gateway_port=8443))
+
+
+def test_filter_gid_consistency_and_shared_xlogin():
+    data = _molecule_data()
+    data["hpc_users"].append({"name": "alice2", "systems": {"c1": {"xlogin": "alice", "uid": 20001}}})
+    assert _errors(data) == []  # two identities may map to one account
+    data["hpc_users"][0]["systems"]["c1"]["gid"] = 100
+    data["hpc_users"][2]["systems"]["c1"]["gid"] = 101
+    assert _errors(data) == [
+        "hpc_users[2].systems.c1.gid: xlogin 'alice' on c1 has gid 101 here but gid 100 at hpc_users[0].systems.c1"]
+
+
+def test_filter_many_hosts_make_one_message():
+    data = _molecule_data()
+    groups = dict(GROUPS, c2_compute=["c2-login", "c1-node1", "c1-node2"])
+    errors = [e for e in _errors(data, groups) if "a host serves one HPC system" in e]
+    assert errors == ["hpc_systems.c2.compute_group: hosts 'c1-node1', 'c1-node2' are also in hpc_systems.c1 "
+                      "(group 'c2_compute'); a host serves one HPC system"]
+
+
+def test_filter_required_groups_parameter():
+    assert _errors(_molecule_data(), dict(GROUPS, hub=[])) == [
+        "groups.hub: required inventory group is missing or has no hosts"]
+    assert _errors(_molecule_data(), dict(GROUPS, hub=[]), required_groups=[]) == []
+
+
+def test_schema_messages_format():
+    data = _molecule_data()
+    data["hpc_systems"]["c1"]["slurm"] = {"managed": True, "contoller": "c1-login"}
+    data["hpc_users"][0]["unity_password"] = ["secret"]
+    messages = site_model.site_model_schema_messages(_raw_schema_errors(data) + ["engine exploded"])
+    assert "hpc_systems.c1.slurm.contoller: unknown key (a typo?); allowed keys here: controller, managed, " \
+           "node_cpus, node_real_memory_mb" in messages
+    assert any(m.startswith("hpc_systems.c1.slurm.controller: required key is missing") for m in messages)
+    assert "hpc_users[0].unity_password: must be a string, found a list" in messages
+    assert not any("secret" in m for m in messages)
+    assert "schema validation could not run: engine exploded" in messages
+
+
+def test_report_is_sorted_and_counted():
+    report = site_model.site_model_report(["site.name: b", "hpc_systems.c1: a", "site.name: b"])
+    assert report.splitlines() == [
+        "The site inventory is invalid (2 problems); no host was touched. See docs/inventory.md.",
+        "  - hpc_systems.c1: a",
+        "  - site.name: b",
+    ]
+
+
+def test_resolve_reports_failing_values_with_their_path():
+    class Exploding(dict):
+        def __getitem__(self, key):
+            if key == "nodes":
+                raise KeyError("no group c1_nodes")
+            return dict.__getitem__(self, key)
+
+    data = {"hpc_systems": {"c1": {"partitions": [Exploding(name="batch", nodes="x")]}}}
+    result = site_model.site_model_resolve(data)
+    assert result["data"] == {"hpc_systems": {"c1": {"partitions": [{"name": "batch"}]}}}
+    assert result["errors"] == ["hpc_systems.c1.partitions[0].nodes: cannot be resolved: 'no group c1_nodes'"]
