@@ -19,7 +19,8 @@ import pytest
 import testinfra
 import testinfra.utils.ansible_runner
 
-INVENTORY_FILE = os.environ["MOLECULE_INVENTORY_FILE"]
+# molecule's inventory directory: its generated file plus the linked test inventory.
+INVENTORY_FILE = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
 INVENTORY = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY_FILE)
 # The tests drive everything from the hub; they run once.
 testinfra_hosts = INVENTORY.get_hosts("hub")[:1]
