@@ -45,6 +45,12 @@ _TYPE_WORDS = {
 }
 
 
+def _claim(table, key, value, where):
+    """Record that key has value (first seen at where); return the earlier (value, where) when it differs."""
+    earlier = table.setdefault(key, (value, where))
+    return earlier if earlier[0] != value else None
+
+
 def _is_int(value):
     # YAML true/false are bools, which Python also counts as ints.
     return isinstance(value, int) and not isinstance(value, bool)
@@ -244,32 +250,23 @@ def _check_users(users, systems):
                 continue
             uid = account.get("uid")
             if _is_int(uid):
-                prev = uid_of.get((sname, xlogin))
-                if prev is not None and prev[0] != uid:
+                clash = _claim(uid_of, (sname, xlogin), uid, apath)
+                if clash:
                     errors.append(
-                        "%s.uid: xlogin '%s' on %s has uid %d here but uid %d at %s"
-                        % (apath, xlogin, sname, uid, prev[0], prev[1])
+                        "%s.uid: xlogin '%s' on %s has uid %d here but uid %d at %s" % ((apath, xlogin, sname, uid) + clash)
                     )
-                else:
-                    uid_of.setdefault((sname, xlogin), (uid, apath))
-                owner = xlogin_of.get((sname, uid))
-                if owner is not None and owner[0] != xlogin:
+                clash = _claim(xlogin_of, (sname, uid), xlogin, apath)
+                if clash:
                     errors.append(
-                        "%s.uid: uid %d on %s is already the uid of xlogin '%s' (%s)"
-                        % (apath, uid, sname, owner[0], owner[1])
+                        "%s.uid: uid %d on %s is already the uid of xlogin '%s' (%s)" % ((apath, uid, sname) + clash)
                     )
-                else:
-                    xlogin_of.setdefault((sname, uid), (xlogin, apath))
             gid = account.get("gid")
             if _is_int(gid):
-                prev = gid_of.get((sname, xlogin))
-                if prev is not None and prev[0] != gid:
+                clash = _claim(gid_of, (sname, xlogin), gid, apath)
+                if clash:
                     errors.append(
-                        "%s.gid: xlogin '%s' on %s has gid %d here but gid %d at %s"
-                        % (apath, xlogin, sname, gid, prev[0], prev[1])
+                        "%s.gid: xlogin '%s' on %s has gid %d here but gid %d at %s" % ((apath, xlogin, sname, gid) + clash)
                     )
-                else:
-                    gid_of.setdefault((sname, xlogin), (gid, apath))
     return errors
 
 
