@@ -125,8 +125,8 @@ BAD_CASES = [
      ["groups.unicore_xuudb: required inventory group is missing"], "validate.yml", []),
     ("unicorex-host-unknown", lambda i: _c1(i).update(unicorex_host="unicorx"),
      ["hpc_systems.c1.unicorex_host: host 'unicorx' is not in the inventory"], None, []),
-    ("unicorex-host-not-server", lambda i: _c1(i).update(unicorex_host="hub"),
-     ["hpc_systems.c1.unicorex_host: host 'hub' is not in group 'unicore_servers'"], "validate.yml", []),
+    ("unicorex-host-not-server", lambda i: _c1(i).update(unicorex_host="jupyter"),
+     ["hpc_systems.c1.unicorex_host: host 'jupyter' is not in group 'unicore_servers'"], "validate.yml", []),
     ("unicorex-port-shared", lambda i: i["site"]["hpc_systems"]["c2"].update(unicorex_port=7777),
      ["hpc_systems.c2.unicorex_port: port 7777 on host 'unicore' is already used by the UNICORE/X of hpc_systems.c1"],
      "site.yml", ["--limit", "c1_login"]),
@@ -333,8 +333,8 @@ def test_schema_unmanaged_slurm_needs_no_controller():
 # --- filter plugin unit tests --------------------------------------------------------------
 
 GROUPS = {
-    "all": ["hub", "unity", "unicore", "c1-login", "c1-node1", "c1-node2", "c2-login"],
-    "hub": ["hub"], "unity": ["unity"], "unicore_gateway": ["unicore"], "unicore_xuudb": ["unicore"],
+    "all": ["jupyter", "idm", "unicore", "c1-login", "c1-node1", "c1-node2", "c2-login"],
+    "hub": ["jupyter"], "unity": ["idm"], "unicore_gateway": ["unicore"], "unicore_xuudb": ["unicore"],
     "unicore_servers": ["unicore"], "c1_login": ["c1-login"], "c1_compute": ["c1-node1", "c1-node2"],
     "c2_login": ["c2-login"], "c2_compute": ["c2-login"],
 }
@@ -362,7 +362,7 @@ def test_filter_gateway_port_only_counts_on_the_gateway_host():
     data = _molecule_data()
     data["hpc_systems"]["c1"]["unicorex_port"] = 8080
     assert any("is the UNICORE Gateway port" in e for e in _errors(data))
-    groups = dict(GROUPS, unicore_gateway=["hub"])
+    groups = dict(GROUPS, unicore_gateway=["jupyter"])
     assert not any("Gateway port" in e for e in _errors(data, groups))
     # The port is a parameter: a site that moves the Gateway frees 8080.
     assert not any("Gateway port" in e for e in _errors(data, gateway_port=8443))
