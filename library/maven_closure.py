@@ -17,7 +17,8 @@ description:
   - Writes C(SHA256SUMS) and C(artifacts.json) beside them. On every later run all files are
     verified against C(SHA256SUMS); when they verify and the request is unchanged, Maven is not
     run at all, so a warm or copied cache needs no network.
-  - Maven uses its own default repository. Repositories declared inside POMs are switched off by a
+  - Maven uses its own default repository plus the extra repositories given in C(repositories)
+    (a site artifact mirror, for example). Repositories declared inside POMs are switched off by a
     generated mirror, unless the operator's settings file already mirrors everything.
   - The Maven local repository lives in C(<cache_dir>/repository), so copying C(cache_dir) to an
     air-gapped controller is enough.
@@ -44,6 +45,16 @@ options:
     description:
       - Version pins C(groupId:artifactId:version) added as dependency management, overriding
         the version that the POMs ask for anywhere in the closure.
+      - An entry of type C(pom) (C(groupId:artifactId:version:pom)) is imported as a bill of
+        materials, so that every version it manages applies.
+    type: list
+    elements: str
+    default: []
+  repositories:
+    description:
+      - Extra Maven repositories (C(file://) or C(https://) URLs) consulted besides the default
+        repository, for example a site artifact mirror. A C(file://) repository that does not
+        exist fails at once, naming the path.
     type: list
     elements: str
     default: []
@@ -173,6 +184,7 @@ GUARD_MIRROR_ID = "only-default-repository"
 # Repositories declared in POMs are sent to an empty local directory made for each run: a lookup
 # there answers "not found" at once, without network.
 GUARD_DIR = "repositories-declared-in-poms-are-not-used"
+EXTRA_REPOSITORY_ID = "extra-repository-%d"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PART_RE = re.compile(r"^[A-Za-z0-9_.${}-]*$")
 MISSING_RES = [
@@ -297,34 +309,60 @@ def guard_url(work_dir):
     return "file://" + path
 
 
-def guard_settings_xml(url):
+def guard_mirror_of(extra_count):
+    """The repositories the guard catches: all but the default one and the configured extras."""
+    return ",".join(["*", "!central"] + ["!" + EXTRA_REPOSITORY_ID % n for n in range(1, extra_count + 1)])
+
+
+def guard_settings_xml(url, extra_count=0):
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<!-- Generated for one resolution run: only the default repository is used. -->\n'
+        '<!-- Generated for one resolution run: only the default and the configured repositories are used. -->\n'
         '<settings xmlns="http://maven.apache.org/SETTINGS/1.0.0">\n'
-        "  <mirrors>\n" + guard_mirror_xml(url) + "  </mirrors>\n"
+        "  <mirrors>\n" + guard_mirror_xml(url, extra_count) + "  </mirrors>\n"
         "</settings>\n"
     )
 
 
-def guard_mirror_xml(url):
+def guard_mirror_xml(url, extra_count=0):
     return (
         "    <mirror>\n"
         "      <id>%s</id>\n"
-        "      <name>Repositories declared in POMs are switched off; only the default repository is used</name>\n"
-        "      <mirrorOf>*,!central</mirrorOf>\n"
+        "      <name>Repositories declared in POMs are switched off; only the configured ones are used</name>\n"
+        "      <mirrorOf>%s</mirrorOf>\n"
         "      <url>%s</url>\n"
-        "    </mirror>\n" % (GUARD_MIRROR_ID, escape(url))
+        "    </mirror>\n" % (GUARD_MIRROR_ID, guard_mirror_of(extra_count), escape(url))
     )
 
 
-def settings_for_run(operator_settings, work_dir):
+def check_repositories(urls):
+    """Normalised repository URLs; a missing local repository is an error that names the path."""
+    checked = []
+    for url in urls:
+        url = url.strip()
+        if url.startswith("file://"):
+            path = url[len("file://"):]
+            if not os.path.isabs(path):
+                raise ClosureError("repository %s: a file:// URL needs an absolute path" % url)
+            if not os.path.isdir(path):
+                raise ClosureError(
+                    "the configured Maven repository %s does not exist (no directory %s); fix "
+                    "artifact_supply_maven_repositories or restore the site mirror" % (url, path)
+                )
+        elif not url.startswith("https://") and not url.startswith("http://"):
+            raise ClosureError("repository %s must be a file://, https:// or http:// URL" % url)
+        checked.append(url.rstrip("/"))
+    return checked
+
+
+def settings_for_run(operator_settings, work_dir, extra_count=0):
     """Path of the settings file for this run and a note on where it came from."""
     if not operator_settings:
         path = os.path.join(work_dir, "settings.xml")
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(guard_settings_xml(guard_url(work_dir)))
-        return path, "generated (default repository only)"
+            handle.write(guard_settings_xml(guard_url(work_dir), extra_count))
+        note = "generated (default repository%s)" % (" and %d configured ones" % extra_count if extra_count else " only")
+        return path, note
     try:
         tree = ET.parse(operator_settings)
     except (ET.ParseError, OSError) as exc:
@@ -344,7 +382,7 @@ def settings_for_run(operator_settings, work_dir):
     if mirrors is None:
         mirrors = ET.SubElement(root, prefix + "mirrors")
     mirror = ET.SubElement(mirrors, prefix + "mirror")
-    for tag, text in (("id", GUARD_MIRROR_ID), ("mirrorOf", "*,!central"), ("url", guard_url(work_dir))):
+    for tag, text in (("id", GUARD_MIRROR_ID), ("mirrorOf", guard_mirror_of(extra_count)), ("url", guard_url(work_dir))):
         ET.SubElement(mirror, prefix + tag).text = text
     path = os.path.join(work_dir, "settings.xml")
     # The copy may carry the operator's credentials: private, and removed after the run.
@@ -354,7 +392,7 @@ def settings_for_run(operator_settings, work_dir):
     return path, "operator's %s plus the default-repository-only mirror" % operator_settings
 
 
-def dependency_xml(coord, indent="      "):
+def dependency_xml(coord, indent="      ", import_boms=False):
     lines = [
         "<dependency>",
         "  <groupId>%s</groupId>" % escape(coord["groupId"]),
@@ -365,6 +403,8 @@ def dependency_xml(coord, indent="      "):
         lines.append("  <type>%s</type>" % escape(coord["type"]))
     if coord.get("classifier"):
         lines.append("  <classifier>%s</classifier>" % escape(coord["classifier"]))
+    if import_boms and coord.get("type") == "pom":
+        lines.append("  <scope>import</scope>")
     lines.append("</dependency>")
     return "".join(indent + line + "\n" for line in lines)
 
@@ -377,13 +417,28 @@ def artifact_item_xml(coord):
     return "                <artifactItem>\n" + inner + "                </artifactItem>\n"
 
 
-def generate_pom(name, coords, extras, managed, lib_dir, extras_dir, list_file):
+def repositories_xml(repositories):
+    if not repositories:
+        return ""
+    entries = "".join(
+        "    <repository>\n"
+        "      <id>%s</id>\n"
+        "      <url>%s</url>\n"
+        "      <releases><enabled>true</enabled></releases>\n"
+        "      <snapshots><enabled>false</enabled></snapshots>\n"
+        "    </repository>\n" % (EXTRA_REPOSITORY_ID % n, escape(url))
+        for n, url in enumerate(repositories, 1)
+    )
+    return "  <repositories>\n%s  </repositories>\n" % entries
+
+
+def generate_pom(name, coords, extras, managed, lib_dir, extras_dir, list_file, repositories=()):
     plugin_group, plugin_artifact, plugin_version = DEPENDENCY_PLUGIN.split(":")
     managed_xml = ""
     if managed:
         managed_xml = (
             "  <dependencyManagement>\n    <dependencies>\n"
-            + "".join(dependency_xml(m) for m in managed)
+            + "".join(dependency_xml(m, import_boms=True) for m in managed)
             + "    </dependencies>\n  </dependencyManagement>\n"
         )
     extras_execution = ""
@@ -406,6 +461,7 @@ def generate_pom(name, coords, extras, managed, lib_dir, extras_dir, list_file):
         "  <artifactId>%s-closure</artifactId>\n"
         "  <version>0</version>\n"
         "  <packaging>pom</packaging>\n"
+        "%s"
         "%s"
         "  <dependencies>\n%s  </dependencies>\n"
         "  <build>\n    <plugins>\n      <plugin>\n"
@@ -438,6 +494,7 @@ def generate_pom(name, coords, extras, managed, lib_dir, extras_dir, list_file):
         % (
             escape(name),
             escape(re.sub(r"[^A-Za-z0-9._-]", "-", name)),
+            repositories_xml(repositories),
             managed_xml,
             "".join(dependency_xml(c) for c in coords),
             plugin_group,
@@ -518,6 +575,7 @@ class Closure:
             raise ClosureError("version '%s' is not usable in a directory name" % self.version)
         self.extras = [parse_coordinate(c, self.version, "extra") for c in params["extras"]]
         self.managed = [parse_coordinate(c, None, "managed pin") for c in params["managed"]]
+        self.repositories = check_repositories(params["repositories"])
         self.cache_dir = os.path.abspath(os.path.expanduser(params["cache_dir"]))
         self.component_dir = os.path.join(self.cache_dir, "%s-%s" % (self.name, self.version))
         self.lib_dir = os.path.join(self.component_dir, "lib")
@@ -636,7 +694,8 @@ class Closure:
                 os.makedirs(extras_dir)
             list_file = os.path.join(work, "closure.txt")
             with open(os.path.join(work, "pom.xml"), "w", encoding="utf-8") as handle:
-                handle.write(generate_pom(self.name, self.coords, self.extras, self.managed, lib_dir, extras_dir, list_file))
+                handle.write(generate_pom(self.name, self.coords, self.extras, self.managed, lib_dir, extras_dir,
+                                          list_file, self.repositories))
             operator = self.module.params["maven_settings"]
             if operator:
                 operator = os.path.expanduser(operator)
@@ -644,7 +703,7 @@ class Closure:
                     raise ClosureError("Maven settings file %s does not exist" % operator)
             elif os.path.isfile(os.path.expanduser("~/.m2/settings.xml")):
                 operator = os.path.expanduser("~/.m2/settings.xml")
-            settings_path, settings_note = settings_for_run(operator, work)
+            settings_path, settings_note = settings_for_run(operator, work, len(self.repositories))
             result["maven_settings"] = settings_note
             command = self.maven_command(settings_path)
             result["command"] = " ".join(command)
@@ -673,8 +732,9 @@ class Closure:
                 hint = "Maven said: " + said
                 if missing:
                     hint = (
-                        "not found in the repositories Maven may use (the default repository, or the site "
-                        "mirror of the settings file): %s. %s" % (", ".join(missing), hint)
+                        "not found in the repositories Maven may use (the default repository, the configured "
+                        "repositories %s, or the mirror of the settings file): %s. %s"
+                        % (", ".join(self.repositories) or "(none)", ", ".join(missing), hint)
                     )
                 raise ClosureError(
                     "resolving %s failed: Maven %s; %s" % (self.name, reason, hint),
@@ -743,6 +803,7 @@ def main():
             coordinates=dict(type="list", elements="str", required=True),
             extras=dict(type="list", elements="str", default=[]),
             managed=dict(type="list", elements="str", default=[]),
+            repositories=dict(type="list", elements="str", default=[]),
             version=dict(type="str"),
             cache_dir=dict(type="path", required=True),
             offline=dict(type="bool", default=False),

@@ -2,10 +2,9 @@
 
 The standard set (UNICORE/X, Gateway, XUUDB, Unity) and a small self-test set are resolved into
 the real user cache, so a warm cache makes these tests fast. Tests that damage or empty a cache
-work on a copy or a temporary directory, never on the real cache.
-
-IHPC_REQUIRE_STANDARD_ARTIFACTS=1 turns "the standard set is not available from the permitted
-repositories" from a skip into a failure (for controllers that reach the full default repository).
+work on a copy or a temporary directory, never on the real cache. The runs use the test
+inventory (ansible.cfg), which adds the site artifact mirror beside the checkout to the default
+repository: what neither serves is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -25,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = ROOT / "playbooks" / "artifacts.yml"
 RESOLVE_TASK = "Resolve each component's runtime closure into the artifact cache"
 STANDARD = {
-    "unicorex": "3.0.1",
-    "gateway": "2.4.1",
-    "xuudb": "2.13.4",
+    "unicorex": "3.0.0",
+    "gateway": "2.4.0",
+    "xuudb": "2.13.3",
     "unity": None,  # version comes from the role defaults
 }
 # Served by every controller that reaches the default repository; tiny, with one transitive
@@ -141,12 +140,6 @@ def standard_set():
     results = item_results(report)
     if rc != 0:
         failed = {name: r for name, r in results.items() if r.get("failed")}
-        unavailable = {name: r.get("missing") for name, r in failed.items() if r.get("missing")}
-        if failed and len(unavailable) == len(failed) and not os.environ.get("IHPC_REQUIRE_STANDARD_ARTIFACTS"):
-            pytest.skip(
-                "standard set not available from the repositories this controller may use; missing: %s"
-                % "; ".join("%s: %s" % (n, ", ".join(m)) for n, m in sorted(unavailable.items()))
-            )
         details = "\n".join("%s: %s" % (n, r.get("msg")) for n, r in sorted(failed.items()))
         pytest.fail("artifacts.yml failed:\n%s" % (details or stderr[-3000:]))
     return cache, results
@@ -168,7 +161,7 @@ def test_standard_set_resolves_and_verifies(standard_set):
     lib = {name: os.listdir(results[name]["lib_dir"]) for name in STANDARD}
     assert any(j.startswith("uas-core-") for j in lib["unicorex"])
     assert any(j.startswith("use-") for j in lib["unicorex"])
-    assert "gateway-2.4.1.jar" in lib["gateway"]
+    assert "gateway-2.4.0.jar" in lib["gateway"]
     assert any(j.startswith("xuudb-server-") for j in lib["xuudb"])
     assert any(j.startswith("unity-server-engine-") for j in lib["unity"])
     extras = os.listdir(results["unity"]["extras_dir"])

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 MOLECULE_INVENTORY = REPO / "inventories" / "molecule"
 EXAMPLE_INVENTORY = REPO / "inventories" / "example"
 SKELETON = REPO / "templates" / "inventory"
+# The site artifact mirror beside the checkout, as inventories/molecule resolves it.
+SITE_MIRROR = (REPO / ".." / "shared" / "mirror").resolve()
 SCHEMA = json.loads((REPO / "schemas" / "site.schema.json").read_text())
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PARALLEL_RUNS = 3
@@ -174,6 +176,10 @@ def _write_inventory(dest: Path, mutate=None) -> Path:
         "site": yaml.safe_load((dest / "group_vars" / "all" / "site.yml").read_text()),
     }
     inv["hosts"]["test_containers"]["vars"] = dict(UNUSABLE_HOST_VARS)
+    # The copy lives elsewhere: point it at the site mirror the real test inventory uses.
+    sources = dest / "group_vars" / "all" / "install_sources.yml"
+    sources.write_text(sources.read_text().replace(
+        "test_site_mirror: ", "test_site_mirror: %s\n# was: " % json.dumps(str(SITE_MIRROR)), 1))
     if mutate is not None:
         mutate(inv)
     (dest / "hosts.yml").write_text(yaml.safe_dump(inv["hosts"], sort_keys=False))

@@ -7,6 +7,7 @@ destroy. Its output streams to the terminal and to logs/molecule-default.log.
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_SECONDS = 75 * 60
+# molecule announces each action: "default ➜ converge: Executing" ... "Executed: Successful".
+ACTION_RE = re.compile(r"default\W+(\w+): (Executing|Executed)")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _phase_table(phases):
+    """'action  seconds' lines in the order molecule ran them."""
+    width = max((len(name) for name, _ in phases), default=6)
+    lines = [f"  {name:<{width}}  {secs:7.1f} s" for name, secs in phases]
+    return "\n".join(["molecule phase times:"] + lines)
 
 
 def test_molecule_default_scenario(capsys):
@@ -22,6 +33,7 @@ def test_molecule_default_scenario(capsys):
     env = dict(os.environ, PY_COLORS="0", ANSIBLE_NOCOLOR="1", NO_COLOR="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     start = time.monotonic()
+    phases, current = [], None
     with capsys.disabled(), log_path.open("w") as log:
         proc = subprocess.Popen(
             ["molecule", "test", "-s", "default"], cwd=ROOT, env=env,
@@ -31,11 +43,21 @@ def test_molecule_default_scenario(capsys):
             for line in proc.stdout:
                 sys.stdout.write(line)
                 log.write(line)
+                match = ACTION_RE.search(ANSI_RE.sub("", line))
+                if match and match.group(2) == "Executing":
+                    current = (match.group(1), time.monotonic())
+                elif match and current and match.group(1) == current[0]:
+                    phases.append((current[0], time.monotonic() - current[1]))
+                    current = None
                 if time.monotonic() - start > TIMEOUT_SECONDS:
                     proc.kill()
                     break
         finally:
             rc = proc.wait()
+        if current:
+            phases.append((current[0] + " (unfinished)", time.monotonic() - current[1]))
         minutes = (time.monotonic() - start) / 60
-        print(f"\nmolecule test (default): exit {rc} after {minutes:.1f} min; log: {log_path}")
+        summary = _phase_table(phases)
+        print(f"\n{summary}\nmolecule test (default): exit {rc} after {minutes:.1f} min; log: {log_path}")
+        (log_path.parent / "molecule-phases.txt").write_text(summary + "\n")
     assert rc == 0, f"molecule test failed (exit {rc}); see {log_path}"

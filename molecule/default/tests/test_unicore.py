@@ -3,9 +3,8 @@
 The client (pyunicore in a venv) runs INSIDE the hub container and talks to the Gateway over
 the test network, as JupyterHub will. Passwords of the test identities (enabled only in the
 test inventory, unicore_unicorex_password_users_enabled) come from the controller's secrets
-directory. Without a TSI archive the test inventory runs UNICORE/X with the embedded TSI;
-the checks that need the real TSI are then skipped with the reason
-"real TSI archive not supplied".
+directory. Every HPC system of the test inventory runs the real TSI on its login nodes
+(installed from the site artifact mirror); nothing here is skipped in CI.
 """
 
 import json
@@ -28,12 +27,7 @@ testinfra_hosts = INVENTORY.get_hosts("hub")[:1]
 VENV = "/opt/ihpc-tests/pyunicore-venv"
 PYUNICORE = "pyunicore>=1.3,<2"
 CA = "/etc/ihpc/pki/ca.pem"
-NO_TSI = "real TSI archive not supplied (unicore_tsi_archive): UNICORE/X runs the embedded TSI"
-NOT_DEPLOYED = (
-    "UNICORE is not deployed: playbooks/site.yml does not import unicore.yml yet, because the "
-    "UNICORE 11.0.1 server jars (Gateway in any version) are not served by the Maven repository "
-    "this machine reaches (docs/unicore.md, Status)"
-)
+NO_TSI = "the inventory gives this system UNICORE/X's embedded TSI (hpc_systems.<name>.unicore_tsi_mode)"
 
 
 def _host(name):
@@ -53,10 +47,10 @@ def _expr(host, expr):
 
 @pytest.fixture(scope="module", autouse=True)
 def unicore_deployed():
-    """Every test here needs the servers; say plainly when they are not there."""
+    """site.yml deploys UNICORE: a missing Gateway is a failure, never a skip."""
     gateway = INVENTORY.get_hosts("unicore_gateway")[0]
-    if _host(gateway).run("systemctl cat unicore-gateway.service").rc != 0:
-        pytest.skip(NOT_DEPLOYED)
+    assert _host(gateway).run("systemctl is-active unicore-gateway.service").rc == 0, \
+        f"the UNICORE Gateway does not run on {gateway}: site.yml should have deployed it"
 
 
 @pytest.fixture(scope="module")
@@ -241,38 +235,61 @@ def test_batch_job_runs_through_slurm_on_two_nodes(client, site):
     assert sorted(set(lines) & set(nodes)) == nodes[:2], res
 
 
-def test_restart_of_unicorex_loses_no_job(client, site):
+def _wait_unicorex(site, system, timeout=180):
+    unicore = _host(site["hpc_systems"][system]["unicorex_host"])
+    port = site["hpc_systems"][system]["unicorex_port"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = unicore.run(f"cat /opt/unicore/unicorex-{system}/logs/startup.log").stdout
+        if "Server started" in log and unicore.socket(f"tcp://0.0.0.0:{port}").is_listening:
+            return
+        time.sleep(2)
+    pytest.fail(f"unicore-unicorex@{system} did not come back within {timeout} s")
+
+
+def test_login_node_job_survives_restarts_of_tsi_and_unicorex(client, site):
+    """Applying a configuration change restarts services; users' running work must not end."""
     system = "c1" if "c1" in site["hpc_systems"] else sorted(site["hpc_systems"])[0]
-    remote = _tsi_mode(site, system) == "remote"
-    user, _ = _first_mapped(site, system)
+    if _tsi_mode(site, system) == "embedded":
+        pytest.skip(f"{NO_TSI}; with the embedded TSI jobs belong to the UNICORE/X service")
+    user, xlogin = _first_mapped(site, system)
     marker = uuid.uuid4().hex
-    # With the real TSI the job outlives the restart on the login node; with the embedded TSI
-    # its processes belong to the UNICORE/X service, so it ends before the restart.
-    sleep = 45 if remote else 0
     pre = _preamble(site, system, user, _password(site, user))
     submitted = client(pre, f"""
         c = uc.Client(tr, BASE)
-        job = c.new_job({{"Executable": "sleep {sleep}; echo {marker}",
+        job = c.new_job({{"Executable": "sleep 50; echo {marker}",
                           "Job type": "ON_LOGIN_NODE", "haveClientStageIn": "false"}})
-        if {sleep} == 0:
-            job.poll()
+        deadline = time.time() + 60
+        while job.properties["status"] != "RUNNING" and time.time() < deadline:
+            time.sleep(1)
         print(json.dumps({{"url": job.resource_url, "status": job.properties["status"]}}))
     """)
-    if remote:
-        assert submitted["status"] != "SUCCESSFUL", "the job should still run at the restart"
+    assert submitted["status"] == "RUNNING", submitted
 
-    unicore = _host(site["hpc_systems"][system]["unicorex_host"])
+    # The TSI on the login node that runs the job (the one with alice's sleep).
+    logins = INVENTORY.get_hosts(site["hpc_systems"][system]["login_group"])
+    where = [h for h in logins if _host(h).run(f"pgrep -u {xlogin} -f '^sleep 50$'").rc == 0]
+    assert len(where) == 1, f"the job's process is not on exactly one login node: {where}"
+    login = _host(where[0])
+    job_pid = login.check_output(f"pgrep -u {xlogin} -f '^sleep 50$'").split()[0]
+    tsi_pid = login.check_output("systemctl show -P MainPID unicore-tsi.service")
+
+    login.run_expect([0], "systemctl restart unicore-tsi.service")
+    assert login.check_output("systemctl show -P MainPID unicore-tsi.service") != tsi_pid, "the TSI did not restart"
+    assert login.run(f"kill -0 {job_pid}").rc == 0, "restarting the TSI ended the user's job"
+    # The old TSI's workers are gone; only the new TSI's own processes remain.
+    workers = login.check_output("pgrep -f '^/usr/bin/python3 /opt/unicore/tsi/lib/TSI.py ' | sort -u").split()
+    new_pid = login.check_output("systemctl show -P MainPID unicore-tsi.service")
+    stale = [w for w in workers if w != new_pid and
+             login.check_output(f"ps -o ppid= -p {w} || true").strip() != new_pid]
+    assert not stale, f"TSI processes of the stopped TSI survived: {stale}"
+
     started = time.time()
-    unicore.run_expect([0], f"systemctl restart unicore-unicorex@{system}.service")
-    port = site["hpc_systems"][system]["unicorex_port"]
-    for _ in range(90):
-        log = unicore.run(f"cat /opt/unicore/unicorex-{system}/logs/startup.log").stdout
-        if "Server started" in log and unicore.socket(f"tcp://0.0.0.0:{port}").is_listening:
-            break
-        time.sleep(2)
-    else:
-        pytest.fail(f"unicore-unicorex@{system} did not come back within 180 s")
+    _host(site["hpc_systems"][system]["unicorex_host"]).run_expect(
+        [0], f"systemctl restart unicore-unicorex@{system}.service")
+    _wait_unicorex(site, system)
     print(f"UNICORE/X {system} restart took {time.time() - started:.1f} s")
+    assert login.run(f"kill -0 {job_pid}").rc == 0, "restarting UNICORE/X ended the user's job"
 
     after = client(pre, f"""
         c = uc.Client(tr, BASE)
@@ -288,3 +305,47 @@ def test_restart_of_unicorex_loses_no_job(client, site):
     assert after["listed"], after
     assert after["status"] == "SUCCESSFUL", after
     assert marker in after["stdout"], after
+
+
+# ---- how it was installed --------------------------------------------------------------------
+def test_every_login_node_runs_the_real_tsi(site):
+    """CI proves the real TSI: the test inventory chooses it for every system."""
+    tsi_version = _expr(site["unicore_host"], "unicore_tsi_version | default('11.0.1')")
+    for system, sys in sorted(site["hpc_systems"].items()):
+        assert sys.get("unicore_tsi_mode", "remote") == "remote", \
+            f"the test inventory must not give {system} the embedded TSI: CI would not test the real one"
+        assert _tsi_mode(site, system) == "remote"
+        for login in INVENTORY.get_hosts(sys["login_group"]):
+            host = _host(login)
+            assert host.service("unicore-tsi.service").is_running, login
+            main = host.check_output("systemctl show -P MainPID unicore-tsi.service")
+            assert host.check_output(f"ps -o user= -p {main}").strip() == "root", login
+            assert f'MY_VERSION = "{tsi_version}"' in host.file("/opt/unicore/tsi/lib/TSI.py").content_string
+            # The Slurm variant's batch commands are in place.
+            assert "sbatch" in host.file("/opt/unicore/tsi/lib/BSS.py").content_string
+
+
+def _mirror_sha256(mirror, relpath):
+    """The sha256 that the site mirror's README gives for one of its files."""
+    for line in (pathlib.Path(mirror) / "README.md").read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.split("|")]
+        if len(cells) > 3 and cells[1] == relpath:
+            return cells[-2]
+    pytest.fail(f"{relpath} is not listed in {mirror}/README.md")
+
+
+def test_gateway_comes_from_the_site_mirror(site):
+    mirror = _var(site["unicore_host"], "test_site_mirror")
+    version = _expr(site["unicore_host"], "unicore_gateway_version | default('2.4.0')")
+    jar = f"gateway-{version}.jar"
+    expected = _mirror_sha256(mirror, f"maven/eu/unicore/gateway/{version}/{jar}")
+    cache = pathlib.Path(os.environ.get("IHPC_ARTIFACT_CACHE")
+                         or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+                         / "ihpc" / "artifacts")
+    cached = cache / f"gateway-{version}" / "lib" / jar
+    assert cached.is_file(), f"{cached} missing: the Gateway was not resolved into the artifact cache"
+    import hashlib
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == expected, f"{cached} is not the mirror's build"
+    gateway = _host(INVENTORY.get_hosts("unicore_gateway")[0])
+    installed = gateway.check_output(f"sha256sum /opt/unicore/lib/gateway-{version}/{jar}").split()[0]
+    assert installed == expected, "the Gateway host runs another jar than the mirror's"
