@@ -275,6 +275,7 @@ def _half_filled_skeleton(dest: Path) -> Path:
 # (file, text, line of the error) for the YAML syntax error cases.
 YAML_ERRORS = {
     "yaml-error-group-vars": ("group_vars/all/site.yml", "site:\n  name: x\n   domain: y\n", 3),
+    # A hosts file that cannot be parsed must stop the run, not leave an inventory without hosts.
     "yaml-error-hosts": ("hosts.yml", "all:\n  children:\n    hub:\n     hosts: {a: }\n   x: [\n", 5),
 }
 
@@ -374,6 +375,8 @@ def test_yaml_error_names_file_and_line(case, runs):
     assert result.returncode != 0, output
     assert re.search(r"%s:%d:\d+" % (re.escape(name), line), output), "no %s:%d in:\n%s" % (name, line, output)
     assert "UNREACHABLE" not in output, output
+    if name == "hosts.yml":
+        assert "Completely failed to parse inventory source" in output and "PLAY [" not in output, output
     for counters in _recap_hosts(output).values():
         assert counters["changed"] == 0 and counters["unreachable"] == 0, output
 

@@ -12,7 +12,8 @@ cluster (inventories/molecule/hosts.yml). In this order:
    both hosts, their site CA and munge key and the way out; the CA and munge key on the hosts
    keep their checksums and the controller gets no new secrets. With only the munge keys gone,
    a --check run stops the same way. With -e site_rekey=true the run replaces CA and keys;
-4. a host whose container does not exist, and a host whose ssh port is closed, are reported as
+4. a dry run of the converged site (after the re-key) changes nothing;
+5. a host whose container does not exist, and a host whose ssh port is closed, are reported as
    UNREACHABLE with their name, without the masked "'dict' has no attribute 'stdout_lines'"
    error.
 
@@ -299,6 +300,15 @@ def test_explicit_rekey_replaces_ca_and_munge_keys(converged):
     decoded = subprocess.run(["docker", "exec", "-i", HOSTS["sf-login"], "unmunge"], input=credential,
                              capture_output=True, text=True, timeout=60, check=False)
     assert decoded.returncode == 0, decoded.stderr
+
+
+def test_check_diff_on_the_converged_site_changes_nothing(converged):
+    """After the re-key the site is converged: a dry run passes the secrets check and changes nothing."""
+    result = _playbook(converged["inventory"], PLAYBOOKS, "--check", "--diff")
+    assert result.returncode == 0, _tail(result)
+    recap = _recap(result.stdout)
+    assert set(recap) >= set(HOSTS), recap
+    assert all(counters["changed"] == 0 and counters["failed"] == 0 for counters in recap.values()), _tail(result)
 
 
 # How the unreachable host is reached: a container that does not exist, with the test cluster's
