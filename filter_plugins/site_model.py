@@ -617,7 +617,8 @@ def _inventory_files(sources, ignore_patterns):
             base = source
             for name in sorted(os.listdir(base)):
                 path = os.path.join(base, name)
-                if os.path.isfile(path) and not ignored(name) and name.endswith(_YAML_EXTS):
+                # An extensionless file may be YAML too (an INI one does not parse and is skipped).
+                if os.path.isfile(path) and not ignored(name) and (name.endswith(_YAML_EXTS) or "." not in name):
                     found.append((base, path))
         else:
             continue

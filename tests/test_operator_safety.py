@@ -50,7 +50,6 @@ GONE = "sf-gone"  # an inventory host without a container
 PLAYBOOKS = ["validate.yml", "pki.yml", "hpc_systems.yml"]
 CA_PATH = "/etc/ihpc/pki/ca.pem"
 MUNGE_KEY = "/etc/munge/munge.key"
-STARTED = time.monotonic()
 
 
 def _docker(*args, timeout=120, check=True):
@@ -192,6 +191,7 @@ def site(tmp_path_factory):
         pytest.skip("operator safety tests need a container engine: %s" % problem)
     if _docker("image", "inspect", IMAGE, check=False).returncode != 0:
         pytest.fail("image %s is missing: scripts/bootstrap --prepare-only builds it" % IMAGE)
+    started = time.monotonic()
     _remove_leftovers()
     inventory = _write_inventory(tmp_path_factory.mktemp("operator-safety") / "inventory")
     try:
@@ -200,7 +200,7 @@ def site(tmp_path_factory):
     finally:
         _remove_containers()
         print("\noperator safety tests: %.0f s in all (containers %s, removed)" % (
-            time.monotonic() - STARTED, ", ".join(HOSTS.values())))
+            time.monotonic() - started, ", ".join(HOSTS.values())))
 
 
 @pytest.fixture(scope="module")
