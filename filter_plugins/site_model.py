@@ -15,6 +15,14 @@ site_model_schema_messages(errors)
     into the same "key.path: rule" form.
 site_model_report(problems)
     The single failure message: a header and the problems sorted by key path.
+site_model_role_variables(defaults_texts)
+    The public variables of the roles (keys of their defaults/main.yml files).
+site_model_service_accounts(defaults_texts)
+    The service users that the roles' defaults name (*_user keys).
+site_model_unknown_variables(vars_by_host, known)
+    Inventory variables whose names are near misses of known ones ("did you mean").
+site_model_placeholders(sources, ignore_patterns)
+    Skeleton placeholders (__NAME__) left anywhere in the inventory files.
 
 Every check tolerates malformed input (the schema reports that) so that one run lists all
 problems instead of stopping at the first.
@@ -22,9 +30,13 @@ problems instead of stopping at the first.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 from collections.abc import Mapping
+
+import yaml
 
 # Slurm accepts these partition names in slurm.conf and on the sbatch command line.
 SLURM_PARTITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -215,8 +227,9 @@ def _check_unicorex(sname, system, groups, all_hosts, used_ports, gateway_port, 
     return errors
 
 
-def _check_users(users, systems):
+def _check_users(users, systems, reserved_accounts=()):
     errors = []
+    reserved = set(reserved_accounts or ())
     names = {}
     uid_of = {}  # (system, xlogin) -> (uid, path)
     xlogin_of = {}  # (system, uid) -> (xlogin, path)
@@ -248,6 +261,11 @@ def _check_users(users, systems):
             xlogin = account.get("xlogin")
             if not isinstance(xlogin, str):
                 continue
+            if xlogin in reserved:
+                errors.append(
+                    "%s.xlogin: '%s' is a system or service account (root, Debian's system users and the "
+                    "bundle's service users are never mapped); map the user to their own account" % (apath, xlogin)
+                )
             uid = account.get("uid")
             if _is_int(uid):
                 clash = _claim(uid_of, (sname, xlogin), uid, apath)
@@ -270,11 +288,14 @@ def _check_users(users, systems):
     return errors
 
 
-def site_model_errors(data, groups, gateway_port=8080, xuudb_port=34463, required_groups=DEFAULT_REQUIRED_GROUPS):
+def site_model_errors(data, groups, gateway_port=8080, xuudb_port=34463, required_groups=DEFAULT_REQUIRED_GROUPS,
+                      reserved_accounts=()):
     """Cross-check {site, hpc_systems, hpc_users} against the inventory; return error strings.
 
     groups is Ansible's `groups` (group name -> list of hosts). gateway_port and xuudb_port
     are the UNICORE Gateway and XUUDB ports, which a UNICORE/X on the same host must avoid.
+    reserved_accounts are account names that no user may be mapped to (root, system and
+    service accounts).
     """
     data = _as_mapping(data)
     groups = _as_mapping(groups)
@@ -303,7 +324,7 @@ def site_model_errors(data, groups, gateway_port=8080, xuudb_port=34463, require
                 "hpc_systems.%s.%s: %s also in hpc_systems.%s (group '%s'); a host serves one HPC system"
                 % (sname, key, _hosts_phrase(hosts), other, system.get(key))
             )
-    errors.extend(_check_users(users, systems))
+    errors.extend(_check_users(users, systems, reserved_accounts))
     return errors
 
 
@@ -469,6 +490,188 @@ def site_model_report(problems):
     return "\n".join([header] + ["  - " + line for line in lines])
 
 
+# --- names of variables ---------------------------------------------------------------------
+
+# The data model's own top-level keys.
+DATA_MODEL_KEYS = ("site", "hpc_systems", "hpc_users")
+
+# Names Ansible itself defines for every host; never compared.
+_ANSIBLE_NAMES = frozenset((
+    "environment", "group_names", "groups", "hostvars", "inventory_dir", "inventory_file",
+    "inventory_hostname", "inventory_hostname_short", "omit", "play_hosts", "playbook_dir",
+    "role_name", "role_names", "role_path",
+))
+
+# Similarity (difflib ratio) from which an unknown name counts as a misspelling of a known one:
+# catches a dropped or doubled letter or an 's' too few or too many ('hpc_user', 'munge_keys_64')
+# and leaves unrelated names alone ('hpc_users_extra' is 0.75 from 'hpc_users').
+NEAR_MISS_CUTOFF = 0.8
+
+
+def _defaults_of(defaults_texts):
+    """Parsed defaults/main.yml mappings (unparsable or empty files are skipped)."""
+    out = []
+    for text in defaults_texts or []:
+        try:
+            data = yaml.safe_load(str(text))
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, Mapping):
+            out.append(data)
+    return out
+
+
+def site_model_role_variables(defaults_texts):
+    """Public variables of the roles: the keys of the given defaults/main.yml texts, sorted."""
+    names = set()
+    for data in _defaults_of(defaults_texts):
+        names.update(str(key) for key in data)
+    return sorted(names)
+
+
+def site_model_service_accounts(defaults_texts):
+    """Service users that the roles' defaults name: plain values of keys ending in 'user'."""
+    accounts = set()
+    for data in _defaults_of(defaults_texts):
+        for key, value in data.items():
+            if str(key).endswith("user") and isinstance(value, str) and value and "{" not in value:
+                accounts.add(value)
+    return sorted(accounts)
+
+
+def _normalised(name):
+    return name.lower().replace("-", "_")
+
+
+def site_model_unknown_variables(vars_by_host, known, cutoff=NEAR_MISS_CUTOFF):
+    """Names set in the inventory that are near misses of a known variable.
+
+    vars_by_host maps each inventory host to the names of its variables (hostvars keys: host
+    and group vars, extra vars, Ansible's own names). known lists the variables the bundle
+    reads (data model keys, role defaults, site-wide settings). A name that is known, or
+    Ansible's own, or not close to any known name passes; the others are returned as
+    "name: unknown variable (a typo?); did you mean 'known'? (set for ...)" messages.
+    """
+    known = sorted(set(str(k) for k in known or []))
+    known_set = set(known)
+    by_normalised = {_normalised(k): k for k in known}
+    vars_by_host = _as_mapping(vars_by_host)
+    hosts_of = {}
+    for host, names in vars_by_host.items():
+        for name in names or []:
+            hosts_of.setdefault(str(name), []).append(str(host))
+    all_hosts = len(vars_by_host)
+    messages = []
+    for name in sorted(hosts_of):
+        if name in known_set or name in _ANSIBLE_NAMES or name.startswith(("ansible_", "_")):
+            continue
+        match = by_normalised.get(_normalised(name))
+        if match is None:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=cutoff)
+            if not close:
+                continue
+            match = close[0]
+        hosts = sorted(hosts_of[name])
+        where = "every host" if len(hosts) == all_hosts else _hosts_phrase(hosts, verb="", verb_plural="").strip()
+        messages.append("%s: unknown variable (a typo?); did you mean '%s'? (set for %s)" % (name, match, where))
+    return messages
+
+
+# --- placeholders left from the skeleton ----------------------------------------------------
+
+# templates/inventory marks what a new site must fill in as __UPPER_CASE__.
+PLACEHOLDER_RE = re.compile(r"__[A-Z][A-Z0-9_]*__")
+_VARS_DIRS = ("group_vars", "host_vars")
+_YAML_EXTS = (".yml", ".yaml", ".json")
+
+
+class _PermissiveLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+    """SafeLoader that reads Ansible's tags (!vault, !unsafe) as plain values."""
+
+
+def _any_tag(loader, _suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    return loader.construct_mapping(node)
+
+
+_PermissiveLoader.add_multi_constructor("!", _any_tag)
+
+
+def _inventory_files(sources, ignore_patterns):
+    """(base dir, file) of every YAML file Ansible reads from the inventory sources."""
+    patterns = [re.compile(p) for p in ignore_patterns or []]
+
+    def ignored(name):
+        return name.startswith(".") or name.endswith("~") or any(p.search(name) for p in patterns)
+
+    found = []
+    for source in sources or []:
+        source = str(source)
+        if os.path.isfile(source):
+            base = os.path.dirname(source)
+            found.append((base, source))
+        elif os.path.isdir(source):
+            base = source
+            for name in sorted(os.listdir(base)):
+                path = os.path.join(base, name)
+                # An extensionless file may be YAML too (an INI one does not parse and is skipped).
+                if os.path.isfile(path) and not ignored(name) and (name.endswith(_YAML_EXTS) or "." not in name):
+                    found.append((base, path))
+        else:
+            continue
+        for sub in _VARS_DIRS:
+            top = os.path.join(base, sub)
+            for root, dirs, files in os.walk(top):
+                dirs[:] = sorted(d for d in dirs if not ignored(d))
+                for name in sorted(files):
+                    if not ignored(name) and (name.endswith(_YAML_EXTS) or "." not in name):
+                        found.append((base, os.path.join(root, name)))
+    return list(dict.fromkeys(found))
+
+
+def site_model_placeholders(sources, ignore_patterns=()):
+    """Skeleton placeholders (__NAME__) left in keys or values of the inventory files.
+
+    sources are Ansible's inventory sources (ansible_inventory_sources); their YAML files and
+    group_vars/host_vars trees are read (comments are not looked at). Returns
+    "<file> <key path>: ..." messages.
+    """
+    messages = []
+    for base, path in _inventory_files(sources, ignore_patterns):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.load(handle, Loader=_PermissiveLoader)  # noqa: S506 - SafeLoader subclass
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            # Ansible itself reports a file it cannot read; a vaulted file is one string.
+            continue
+        shown = os.path.relpath(path, base)
+        found = []
+
+        def walk(value, where):
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    here = _join(where, key)
+                    if isinstance(key, str) and PLACEHOLDER_RE.search(key):
+                        found.append((here, PLACEHOLDER_RE.findall(key)))
+                    walk(item, here)
+            elif isinstance(value, list):
+                for index, item in enumerate(value):
+                    walk(item, _join(where, index))
+            elif isinstance(value, str) and PLACEHOLDER_RE.search(value):
+                found.append((where or "(top level)", PLACEHOLDER_RE.findall(value)))
+
+        walk(data, "")
+        for where, names in found:
+            messages.append(
+                "%s %s: still holds the skeleton placeholder %s; replace it with the site's value"
+                % (shown, where, ", ".join(sorted(set(names))))
+            )
+    return messages
+
+
 class FilterModule:
     """Site data model checks (see docs/inventory.md)."""
 
@@ -478,4 +681,8 @@ class FilterModule:
             "site_model_errors": site_model_errors,
             "site_model_schema_messages": site_model_schema_messages,
             "site_model_report": site_model_report,
+            "site_model_role_variables": site_model_role_variables,
+            "site_model_service_accounts": site_model_service_accounts,
+            "site_model_unknown_variables": site_model_unknown_variables,
+            "site_model_placeholders": site_model_placeholders,
         }

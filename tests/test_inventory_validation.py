@@ -92,6 +92,31 @@ def _xlogin_two_uids(inv):
     inv["site"]["hpc_users"].append({"name": "carol", "systems": {"c1": {"xlogin": "alice", "uid": 20003}}})
 
 
+def _rename_top_key(old, new):
+    def mutate(inv):
+        inv["site"][new] = inv["site"].pop(old)
+    return mutate
+
+
+def _host_var(host, name, value):
+    """Set a host variable in hosts.yml (the host is looked up in the groups that list it)."""
+    def mutate(inv):
+        for group in inv["hosts"]["test_containers"]["children"].values():
+            hosts = group.get("hosts") or {}
+            if host in hosts:
+                hosts[host] = dict(hosts[host] or {}, **{name: value})
+    return mutate
+
+
+def _map_to(xlogin, uid=None):
+    def mutate(inv):
+        account = inv["site"]["hpc_users"][1]["systems"]["c1"]
+        account["xlogin"] = xlogin
+        if uid is not None:
+            account["uid"] = uid
+    return mutate
+
+
 # (id, mutation, [texts the output must contain: key path and rule], playbook or None for the
 #  in-process check, extra ansible-playbook arguments)
 BAD_CASES = [
@@ -166,6 +191,34 @@ BAD_CASES = [
      ["hpc_users[2].systems.c1.uid: xlogin 'alice' on c1 has uid 20003 here but uid 20001"], None, []),
     ("password-not-shown", lambda i: i["site"]["hpc_users"][0].update(unity_password=123456789),
      ["hpc_users[0].unity_password: must be a string", "<hidden>"], "validate.yml", []),
+    # Near misses of the data model's keys and of role variables (the optional hpc_users would
+    # otherwise be dropped silently); the message names where the misspelt name is set.
+    ("optional-key-misspelt", _rename_top_key("hpc_users", "hpc_user"),
+     ["hpc_user: unknown variable (a typo?); did you mean 'hpc_users'? (set for every host)"], "validate.yml", []),
+    ("required-key-misspelt", _rename_top_key("hpc_systems", "hpc_systms"),
+     ["hpc_systms: unknown variable (a typo?); did you mean 'hpc_systems'?",
+      "hpc_systems: required key is missing"], "site.yml", []),
+    ("role-variable-misspelt", _host_var("c1-login", "munge_keys_64", {}),
+     ["munge_keys_64: unknown variable (a typo?); did you mean 'munge_keys_b64'? (set for host 'c1-login')"],
+     "validate.yml", []),
+    ("site-variable-misspelt", lambda i: i["site"].update(site_secret_dir="/tmp/x"),
+     ["site_secret_dir: unknown variable (a typo?); did you mean 'site_secrets_dir'?"],
+     "site.yml", ["--limit", "c1_login"]),
+    # Users are never mapped to root, system or service accounts.
+    ("xlogin-root", _map_to("root"),
+     ["hpc_users[1].systems.c1.xlogin: 'root' is a system or service account"], "validate.yml", []),
+    ("xlogin-role-service-user", _map_to("unicore"),
+     ["hpc_users[1].systems.c1.xlogin: 'unicore' is a system or service account"], "validate.yml", []),
+    ("xlogin-slurm", _map_to("slurm"),
+     ["hpc_users[1].systems.c1.xlogin: 'slurm' is a system or service account"], None, []),
+    ("xlogin-munge", _map_to("munge"),
+     ["hpc_users[1].systems.c1.xlogin: 'munge' is a system or service account"], None, []),
+    ("xlogin-hub", _map_to("jupyterhub"),
+     ["hpc_users[1].systems.c1.xlogin: 'jupyterhub' is a system or service account"], None, []),
+    ("xlogin-debian-system", _map_to("daemon"),
+     ["hpc_users[1].systems.c1.xlogin: 'daemon' is a system or service account"], None, []),
+    ("xlogin-system-uid", _map_to("svc", uid=999),
+     ["hpc_users[1].systems.c1.uid: must be at least 1000, found 999"], None, []),
 ]
 
 
@@ -210,11 +263,46 @@ def _recap_hosts(output: str) -> dict:
     return hosts
 
 
+def _known_and_unrelated_variables(inv):
+    """Variables that must pass: known ones, and names far from any known one."""
+    inv["site"].update(slurm_verify_retries=5, site_rekey=False, vault_unity_password_jdoe="x",
+                       hpc_users_notes="who asked for access", sizes=[1, 2])
+    _host_var("c1-login", "munge_keys_b64", {})(inv)
+
+
+def _half_filled_skeleton(dest: Path) -> Path:
+    """The skeleton with only group_vars/all/site.yml filled: hosts.yml keeps __SITE_DOMAIN__."""
+    shutil.copytree(SKELETON, dest)
+    path = dest / "group_vars" / "all" / "site.yml"
+    path.write_text(path.read_text().replace("__SITE_NAME__", "newsite").replace("__SITE_DOMAIN__", "hpc.newsite.example"))
+    return dest
+
+
+# (file, text, line of the error) for the YAML syntax error cases.
+YAML_ERRORS = {
+    "yaml-error-group-vars": ("group_vars/all/site.yml", "site:\n  name: x\n   domain: y\n", 3),
+    # A hosts file that cannot be parsed must stop the run, not leave an inventory without hosts.
+    "yaml-error-hosts": ("hosts.yml", "all:\n  children:\n    hub:\n     hosts: {a: }\n   x: [\n", 5),
+}
+
+
+def _broken_yaml(case):
+    def make(tmp):
+        dest = _write_inventory(tmp / case)
+        name, text, _line = YAML_ERRORS[case]
+        (dest / name).write_text(text)
+        return dest
+    return make
+
+
 GOOD_CASES = {
     "molecule": lambda tmp: _write_inventory(tmp / "molecule"),
     "example": lambda tmp: EXAMPLE_INVENTORY,
     "skeleton-filled": lambda tmp: _fill_skeleton(tmp / "skeleton"),
     "skeleton-unfilled": lambda tmp: SKELETON,
+    "known-and-unrelated-variables": lambda tmp: _write_inventory(tmp / "known", _known_and_unrelated_variables),
+    "skeleton-half-filled": lambda tmp: _half_filled_skeleton(tmp / "half-filled"),
+    **{case: _broken_yaml(case) for case in YAML_ERRORS},
 }
 
 
@@ -257,7 +345,7 @@ def test_bad_inventory_fails_before_any_host(case, runs):
         assert counters["unreachable"] == 0 and counters["changed"] == 0, hosts
 
 
-@pytest.mark.parametrize("case", ["molecule", "example", "skeleton-filled"])
+@pytest.mark.parametrize("case", ["molecule", "example", "skeleton-filled", "known-and-unrelated-variables"])
 def test_good_inventory_validates(case, runs):
     result = runs[case]
     output = result.stdout + result.stderr
@@ -272,6 +360,31 @@ def test_unfilled_skeleton_names_the_placeholders(case, runs):
     assert runs[case].returncode != 0
     for text in ("site.name:", "site.domain:", "site.public_hub_url:"):
         assert text in output, output
+
+
+@pytest.mark.parametrize("case", ["skeleton-half-filled"])
+def test_half_filled_skeleton_names_the_placeholders_left(case, runs):
+    """Only site.yml was filled: the placeholder left in hosts.yml is refused, with file and key."""
+    output = runs[case].stdout + runs[case].stderr
+    assert runs[case].returncode != 0, output
+    assert "The site inventory is invalid (1 problem)" in output, output
+    assert "hosts.yml all.vars.ansible_host: still holds the skeleton placeholder __SITE_DOMAIN__" in output, output
+    assert "UNREACHABLE" not in output, output
+
+
+@pytest.mark.parametrize("case", sorted(YAML_ERRORS))
+def test_yaml_error_names_file_and_line(case, runs):
+    """A YAML syntax error stops the run with the file and the line, before any host is touched."""
+    name, _text, line = YAML_ERRORS[case]
+    result = runs[case]
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert re.search(r"%s:%d:\d+" % (re.escape(name), line), output), "no %s:%d in:\n%s" % (name, line, output)
+    assert "UNREACHABLE" not in output, output
+    if name == "hosts.yml":
+        assert "Completely failed to parse inventory source" in output and "PLAY [" not in output, output
+    for counters in _recap_hosts(output).values():
+        assert counters["changed"] == 0 and counters["unreachable"] == 0, output
 
 
 def _groups(tree):
@@ -309,11 +422,22 @@ def test_bad_inventory_in_process(case, tmp_path):
     data = yaml.safe_load((inventory / "group_vars" / "all" / "site.yml").read_text())
     groups = _groups(yaml.safe_load((inventory / "hosts.yml").read_text()))
     problems = site_model.site_model_schema_messages(_raw_schema_errors(data))
-    problems += site_model.site_model_errors(data, groups)
+    problems += site_model.site_model_errors(data, groups, reserved_accounts=_reserved_accounts())
     report = site_model.site_model_report(problems)
     assert report.startswith("The site inventory is invalid")
     for text in texts:
         assert text in report, "%r missing in:\n%s" % (text, report)
+
+
+def _role_defaults_texts():
+    return [path.read_text() for path in sorted((REPO / "roles").glob("*/defaults/main.yml"))]
+
+
+def _reserved_accounts():
+    """The accounts playbooks/validate.yml refuses: its lists plus the roles' service users."""
+    settings = yaml.safe_load((REPO / "playbooks" / "vars" / "site_model.yml").read_text())
+    return (settings["site_model_system_accounts"] + settings["site_model_service_accounts"]
+            + site_model.site_model_service_accounts(_role_defaults_texts()))
 
 
 # --- the JSON schema alone -----------------------------------------------------------------
@@ -431,3 +555,54 @@ def test_resolve_reports_failing_values_with_their_path():
     result = site_model.site_model_resolve(data)
     assert result["data"] == {"hpc_systems": {"c1": {"partitions": [{"name": "batch"}]}}}
     assert result["errors"] == ["hpc_systems.c1.partitions[0].nodes: cannot be resolved: 'no group c1_nodes'"]
+
+
+# --- near misses, service accounts, placeholders ----------------------------------------------
+
+
+def test_role_variables_and_service_accounts_come_from_the_role_defaults():
+    texts = _role_defaults_texts()
+    names = site_model.site_model_role_variables(texts)
+    assert {"munge_keys_b64", "slurm_config", "site_pki_mode", "hpc_accounts_shell"} <= set(names)
+    assert "unicore" in site_model.site_model_service_accounts(texts)
+    assert site_model.site_model_role_variables(["not: [valid", "", "- a list"]) == []
+
+
+def test_unknown_variables_only_near_misses():
+    known = ["site", "hpc_systems", "hpc_users", "site_secrets_dir", "slurm_config", "munge_keys_b64"]
+    names = ["hpc_users", "hpc_user", "HPC-Users", "hpc_users_extra", "sites", "size", "vault_secret",
+             "ansible_host", "inventory_hostname", "_private", "slurm_conifg", "munge_keys_64"]
+    messages = site_model.site_model_unknown_variables({"a": names, "b": ["hpc_user", "sites"], "c": []}, known)
+    flagged = {m.split(":", 1)[0]: m for m in messages}
+    assert sorted(flagged) == ["HPC-Users", "hpc_user", "munge_keys_64", "sites", "slurm_conifg"], messages
+    assert flagged["hpc_user"].endswith("did you mean 'hpc_users'? (set for hosts 'a', 'b')")
+    assert flagged["munge_keys_64"].endswith("did you mean 'munge_keys_b64'? (set for host 'a')")
+    assert flagged["sites"].endswith("did you mean 'site'? (set for hosts 'a', 'b')")
+    every = site_model.site_model_unknown_variables({"a": ["hpc_user"]}, known)
+    assert every == ["hpc_user: unknown variable (a typo?); did you mean 'hpc_users'? (set for every host)"]
+
+
+def test_placeholders_in_values_and_keys_but_not_comments_or_secrets(tmp_path):
+    (tmp_path / "group_vars" / "all").mkdir(parents=True)
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "hosts.yml").write_text(
+        "# replace __SITE_DOMAIN__ below\nall:\n  hosts:\n    __LOGIN_HOST__:\n  vars:\n"
+        "    ansible_host: 'x.__SITE_DOMAIN__'\n    ok: done\n")
+    (tmp_path / "group_vars" / "all" / "site.yml").write_text(
+        "site:\n  names: [a, __SITE_NAME__]\npw: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n")
+    (tmp_path / "host_vars" / "h1").write_text("note: __TODO__\n")
+    (tmp_path / "secrets" / "x.yml").write_text("a: __SECRET__\n")
+    (tmp_path / "broken.yml").write_text("a: [\n")
+    messages = site_model.site_model_placeholders([str(tmp_path)], ["^secrets$"])
+    assert sorted(messages) == [
+        "group_vars/all/site.yml site.names[1]: still holds the skeleton placeholder __SITE_NAME__; "
+        "replace it with the site's value",
+        "host_vars/h1 note: still holds the skeleton placeholder __TODO__; replace it with the site's value",
+        "hosts.yml all.hosts.__LOGIN_HOST__: still holds the skeleton placeholder __LOGIN_HOST__; "
+        "replace it with the site's value",
+        "hosts.yml all.vars.ansible_host: still holds the skeleton placeholder __SITE_DOMAIN__; "
+        "replace it with the site's value",
+    ]
+    # An inventory given as a file: its directory's group_vars are read as well.
+    assert len(site_model.site_model_placeholders([str(tmp_path / "hosts.yml")], [])) == 4
