@@ -244,6 +244,7 @@ def _fill_skeleton(dest: Path) -> Path:
     shutil.copytree(SKELETON, dest)
     for path in dest.rglob("*.yml"):
         text = path.read_text().replace("__SITE_NAME__", "newsite").replace("__SITE_DOMAIN__", "hpc.newsite.example")
+        text = text.replace("__TSI_ARCHIVE_SHA256__", "61af86d8b11a0a1b7be67647683aea94d51beb5ffee8e0c9e1c0ac33dca0a72c")
         path.write_text(text)
     return dest
 
@@ -271,10 +272,9 @@ def _known_and_unrelated_variables(inv):
 
 
 def _half_filled_skeleton(dest: Path) -> Path:
-    """The skeleton with only group_vars/all/site.yml filled: hosts.yml keeps __SITE_DOMAIN__."""
-    shutil.copytree(SKELETON, dest)
-    path = dest / "group_vars" / "all" / "site.yml"
-    path.write_text(path.read_text().replace("__SITE_NAME__", "newsite").replace("__SITE_DOMAIN__", "hpc.newsite.example"))
+    """The skeleton with only group_vars/all filled: hosts.yml keeps __SITE_DOMAIN__."""
+    _fill_skeleton(dest)
+    shutil.copy(SKELETON / "hosts.yml", dest / "hosts.yml")
     return dest
 
 
@@ -364,7 +364,7 @@ def test_unfilled_skeleton_names_the_placeholders(case, runs):
 
 @pytest.mark.parametrize("case", ["skeleton-half-filled"])
 def test_half_filled_skeleton_names_the_placeholders_left(case, runs):
-    """Only site.yml was filled: the placeholder left in hosts.yml is refused, with file and key."""
+    """Only group_vars were filled: the placeholder left in hosts.yml is refused, with file and key."""
     output = runs[case].stdout + runs[case].stderr
     assert runs[case].returncode != 0, output
     assert "The site inventory is invalid (1 problem)" in output, output
