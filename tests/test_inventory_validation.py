@@ -251,7 +251,9 @@ def _fill_skeleton(dest: Path) -> Path:
 
 def _run(playbook: str, inventory: Path, extra=()):
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
-    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(REPO / "playbooks" / playbook), *extra]
+    # site.yml is at the top; the service playbooks are in playbooks/.
+    path = REPO / playbook if (REPO / playbook).is_file() else REPO / "playbooks" / playbook
+    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(path), *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

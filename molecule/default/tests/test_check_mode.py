@@ -12,7 +12,7 @@ def test_check_diff_on_converged_site_changes_nothing(inventory):
     # Colour codes around host names would hide the recap from the parser below.
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     run = subprocess.run(
-        ["ansible-playbook", str(PROJECT / "playbooks" / "site.yml"), "-i", inventory, "--check", "--diff"],
+        ["ansible-playbook", str(PROJECT / "site.yml"), "-i", inventory, "--check", "--diff"],
         capture_output=True, text=True, timeout=1800, check=False, env=env,
     )
     recap = run.stdout[run.stdout.rfind("PLAY RECAP"):]
