@@ -156,6 +156,7 @@ def info():
                         " 'code_validity': unity_idm_oauth_code_validity | default(300),"
                         " 'access_validity': unity_idm_oauth_access_token_validity | default(3600),"
                         " 'hpc_users': hpc_users | default([]),"
+                        " 'mirror': test_site_mirror | default(''),"
                         " 'ca_path': site_pki_ca_cert_path | default('/etc/ihpc/pki/ca.pem')}")
     secrets_dir = pathlib.Path(facts["secrets"]) / "unity"
     facts.update(
@@ -251,6 +252,26 @@ def _verify_id_token(unity, info, id_token, nonce):
 
 # Tokens of the first login, reused by the later tests of this module.
 SESSION = {}
+
+
+# ---- what is installed ------------------------------------------------------------------------------
+# Upstream's lib/ minus: the Groovy dry-run tool's test-scope jars, the groovy-all POM and the
+# placeholder jar of the distribution module (docs/unity.md, "Where the jars come from").
+NOT_INSTALLED = {"mockito-core-2.27.0.jar", "byte-buddy-1.9.10.jar", "byte-buddy-agent-1.9.10.jar",
+                 "objenesis-2.6.jar", "groovy-all-3.0.25.pom", "unity-server-distribution-4.2.0.jar"}
+
+
+def test_installed_jars_are_the_distributions_lib(host, info):
+    listing = pathlib.Path(info["mirror"] or "/nonexistent") / "unity-distribution-layout.txt"
+    if not listing.is_file():
+        pytest.skip(f"no listing of upstream's Unity archive to compare with ({listing}; test_site_mirror)")
+    upstream = {line.split("/lib/")[1] for line in listing.read_text().splitlines()
+                if "/lib/" in line and not line.rstrip().endswith("/")}
+    installed = set(host.run_expect([0], "ls /opt/unity-idm/dist/lib").stdout.split())
+    assert installed == upstream - NOT_INSTALLED, (
+        f"missing {sorted(upstream - NOT_INSTALLED - installed)}, extra {sorted(installed - upstream)}")
+    assert "tooltip-1.3.7.jar" in installed
+    host.run_expect([0], "cd /opt/unity-idm/dist && sha256sum --quiet -c SHA256SUMS")
 
 
 # ---- discovery and TLS ---------------------------------------------------------------------------
@@ -427,13 +448,22 @@ def _run_unity_play(info, overlay=None):
 
 
 def test_inventory_changes_reach_unity_and_are_undone(unity, info):
-    """Changing a password in hpc_users changes it in Unity; a user left out is disabled; both undone."""
+    """Changing a password in hpc_users changes it in Unity; a user left out is disabled and loses
+    the tokens it holds; a second run with the original inventory undoes both."""
     if len(info["hpc_users"]) < 2:
         pytest.skip("needs two hpc_users")
     first, second = info["hpc_users"][0], info["hpc_users"][1]
     old = info["passwords"][first["name"]]
     new = secrets.token_urlsafe(24)
     changed = [dict(first, unity_password=new)] + [u for u in info["hpc_users"][2:]]
+    # A token the second user holds before leaving the inventory (when a browser is at hand).
+    held = None
+    if not browser.missing_tools():
+        code, verifier, _ = _login_for_code(info, second["name"], info["passwords"][second["name"]],
+                                            f"unity-leaving-{second['name']}")
+        status, _, held = unity.token({"grant_type": "authorization_code", "code": code,
+                                       "redirect_uri": info["redirect_uri"], "code_verifier": verifier})
+        assert status == 200 and unity.userinfo(held["access_token"])[0] == 200, held
     try:
         _run_unity_play(info, {"hpc_users": changed})
         assert _can_log_in(unity, first["name"], new)[0]
@@ -442,6 +472,13 @@ def test_inventory_changes_reach_unity_and_are_undone(unity, info):
         assert status == 200 and entity["entityInformation"]["state"] == "disabled", entity
         ok, answer = _can_log_in(unity, second["name"], info["passwords"][second["name"]])
         assert not ok, answer
+        if held:
+            # Leaving the inventory takes effect at once: the tokens held are revoked.
+            status, headers, _ = unity.userinfo(held["access_token"])
+            assert status == 401 and 'error="invalid_token"' in headers.get("www-authenticate", ""), headers
+            # Unity 4.2 answers a revoked refresh token with invalid_request ("wrong refresh token").
+            status, _, answer = unity.token({"grant_type": "refresh_token", "refresh_token": held["refresh_token"]})
+            assert status == 400 and answer["error"] in ("invalid_grant", "invalid_request"), answer
     finally:
         out = _run_unity_play(info)
     status, _, entity = unity.admin("GET", f"/resolve/userName/{second['name']}")

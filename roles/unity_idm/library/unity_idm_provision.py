@@ -19,9 +19,10 @@ description:
     I(stamp_attribute) beside the entity, differs; Unity refuses to set the current password
     again, so a blind "set password" would fail on every second run.
   - Users the module provisioned are members of I(users_group). Members of that group that are
-    no longer requested are disabled (status C(disabled)), not removed. Clients the module made
-    carry the stamp in the clients group and are disabled alike. Entities back in the request are
-    enabled again.
+    no longer requested are disabled (status C(disabled)), not removed, and their OAuth access and
+    refresh tokens are revoked (a disabled entity's access tokens would otherwise stay valid until
+    they expire). Clients the module made carry the stamp in the clients group and are disabled
+    alike. Entities back in the request are enabled again.
   - Runs on the Unity host; the REST admin endpoint must verify against I(ca_path).
   - Check mode reads, plans and reports, and writes nothing.
 options:
@@ -126,6 +127,7 @@ import base64
 import hashlib
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -151,7 +153,8 @@ def members_by_name(payload):
     result = {}
     for member in payload or []:
         attrs = {a.get("name"): a.get("values", []) for a in member.get("attributes") or []}
-        info = {"state": (member.get("entityInformation") or {}).get("state"), "attributes": attrs}
+        entity = member.get("entityInformation") or {}
+        info = {"state": entity.get("state"), "id": entity.get("entityId"), "attributes": attrs}
         for ident in member.get("identities") or []:
             if ident.get("typeId") == "userName":
                 result[ident.get("value")] = info
@@ -284,8 +287,17 @@ def run(module):
     stamp_attr = params["stamp_attribute"]
     ops_done = {op: [] for op in OPERATIONS}
 
-    # Structure: the stamp attribute type and the two groups.
-    _, types, _ = unity.call("GET", "/attributeTypes")
+    # Structure: the stamp attribute type and the two groups. Right after a start the REST
+    # endpoint may still be deploying: retry the first call for up to a minute.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _, types, _ = unity.call("GET", "/attributeTypes")
+            break
+        except UnityError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)
     if stamp_attr not in {t.get("name") for t in types or []}:
         ops_done["attribute_type"].append({"name": stamp_attr, "kind": "attribute type"})
     _, root_group, _ = unity.call("GET", "/group/%2F")
@@ -318,7 +330,8 @@ def run(module):
     if clients_group not in groups_missing or not module.check_mode:
         _, clients, _ = unity.call("GET", "/group-members-attributes/%s" % group_path(clients_group))
 
-    todo = plan(params["users"], params["clients"], members_by_name(root), members_by_name(managed),
+    root_by_name = members_by_name(root)
+    todo = plan(params["users"], params["clients"], root_by_name, members_by_name(managed),
                 members_by_name(clients), params["stamp_key"], users_group, clients_group, stamp_attr)
     for op, entries in todo.items():
         ops_done[op].extend(entries)
@@ -352,6 +365,15 @@ def run(module):
         for item in todo["disable"]:
             unity.call("PUT", "/entity/%s/status/disabled" % group_path(item["name"]),
                        query={"identityType": "userName"})
+        if todo["disable"]:
+            # A disabled entity cannot log in or refresh, but access tokens it already holds stay
+            # valid until they expire: revoke them, so that leaving the inventory takes effect now.
+            owners = {root_by_name[i["name"]]["id"] for i in todo["disable"] if i["name"] in root_by_name}
+            _, tokens, _ = unity.call("GET", "/tokens")
+            for token in tokens or []:
+                if token.get("owner") in owners and token.get("type") in ("oauth2Access", "oauth2Refresh"):
+                    unity.call("DELETE", "/token/%s/%s" % (group_path(token["type"]), group_path(token["value"])),
+                               accept=(200, 204, 400))
 
     summary = {op: ["%s %s" % (e["kind"], e["name"]) for e in entries] for op, entries in ops_done.items() if entries}
     changed = bool(summary)
