@@ -38,6 +38,32 @@ options:
     description: Password of that administrator.
     type: str
     required: true
+  provisioning_url:
+    description:
+      - Base URL of a second REST admin endpoint that authenticates I(provisioner) only, with a
+        credential that is cheap to check (see I(provisioner_credential)). Every request then
+        costs milliseconds instead of a scrypt check of the administrator's password.
+      - When the provisioner cannot log in there (first run, or its secret changed), the module
+        creates or repairs it through I(url) with the administrator's password, then uses it.
+      - Empty: every request goes to I(url) as the administrator.
+    type: str
+    default: ""
+  provisioner:
+    description: User name of the provisioning account (role System Manager).
+    type: str
+    default: ihpc-provisioner
+  provisioner_secret:
+    description: Secret of the provisioning account.
+    type: str
+    default: ""
+  provisioner_credential:
+    description: Unity credential that holds the provisioner's secret.
+    type: str
+    default: ihpcProvisioningSecret
+  provisioner_requirement:
+    description: Credential requirement of the provisioning account (contains only I(provisioner_credential)).
+    type: str
+    default: provisioning
   ca_path:
     description: CA bundle that verifies Unity's TLS certificate.
     type: path
@@ -135,7 +161,7 @@ import urllib.request
 from ansible.module_utils.basic import AnsibleModule
 
 STAMP_VERSION = "v1"
-OPERATIONS = ("attribute_type", "groups", "create", "add_to_group", "enable", "passwords",
+OPERATIONS = ("provisioner", "attribute_type", "groups", "create", "add_to_group", "enable", "passwords",
               "attributes", "remove_attributes", "disable")
 
 
@@ -239,13 +265,12 @@ def plan(users, clients, root, managed_users, client_entities, key, users_group,
 
 
 class Unity:
-    def __init__(self, module):
-        params = module.params
-        self.base = params["url"].rstrip("/")
-        self.timeout = params["timeout"]
-        token = "%s:%s" % (params["admin_user"], params["admin_password"])
+    def __init__(self, base, user, password, ca_path, timeout):
+        self.base = base.rstrip("/")
+        self.timeout = timeout
+        token = "%s:%s" % (user, password)
         self.auth = "Basic " + base64.b64encode(token.encode("utf-8")).decode("ascii")
-        self.context = ssl.create_default_context(cafile=params["ca_path"])
+        self.context = ssl.create_default_context(cafile=ca_path)
         self.requests = 0
 
     def call(self, method, path, query=None, body=None, accept=(200, 204)):
@@ -280,24 +305,68 @@ def group_path(group):
     return urllib.parse.quote(group, safe="")
 
 
-def run(module):
-    params = module.params
-    unity = Unity(module)
-    users_group, clients_group = params["users_group"], params["clients_group"]
-    stamp_attr = params["stamp_attribute"]
-    ops_done = {op: [] for op in OPERATIONS}
-
-    # Structure: the stamp attribute type and the two groups. Right after a start the REST
-    # endpoint may still be deploying: retry the first call for up to a minute.
+def first_call(unity, path):
+    """The first request after a start: the REST endpoint may still be deploying (up to a minute).
+    Returns the status; 401/403 (not logged in) are answers, not errors."""
     deadline = time.monotonic() + 60
     while True:
         try:
-            _, types, _ = unity.call("GET", "/attributeTypes")
-            break
+            status, _, _ = unity.call("GET", path, accept=(200, 401, 403, 404, 503))
         except UnityError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(3)
+            status = None
+        if status in (200, 401, 403):
+            return status
+        if time.monotonic() > deadline:
+            raise UnityError("GET %s%s: the REST endpoint is not available (%s)" % (unity.base, path, status))
+        time.sleep(3)
+
+
+def provisioner_client(module, admin, ops_done):
+    """A client logged in as the provisioning account, made or repaired by the administrator if needed."""
+    params = module.params
+    name, secret = params["provisioner"], params["provisioner_secret"]
+    fast = Unity(params["provisioning_url"], name, secret, params["ca_path"], params["timeout"])
+    status = first_call(fast, "/resolve/userName/%s" % group_path(name))
+    if status == 200:
+        return fast, admin.requests + fast.requests
+    ops_done["provisioner"].append({"name": name, "kind": "provisioning account"})
+    if module.check_mode:
+        return admin, admin.requests + fast.requests
+    status, entity, _ = admin.call("GET", "/resolve/userName/%s" % group_path(name), accept=(200, 400))
+    if status != 200:
+        admin.call("POST", "/entity/identity/userName/%s" % group_path(name),
+                   query={"credentialRequirement": params["provisioner_requirement"]}, accept=(200,))
+    admin.call("PUT", "/entity/%s/credential-adm/%s" % (group_path(name), group_path(params["provisioner_credential"])),
+               query={"identityType": "userName"}, body={"password": secret})
+    admin.call("PUT", "/entity/%s/attribute" % group_path(name), query={"identityType": "userName"},
+               body={"name": "sys:AuthorizationRole", "groupPath": "/", "values": ["System Manager"]})
+    if status == 200 and (entity.get("entityInformation") or {}).get("state") != "valid":
+        admin.call("PUT", "/entity/%s/status/valid" % group_path(name), query={"identityType": "userName"})
+    status, _, _ = fast.call("GET", "/resolve/userName/%s" % group_path(name), accept=(200, 401, 403))
+    if status != 200:
+        raise UnityError("the provisioning account %s still cannot log in at %s (%s)"
+                         % (name, params["provisioning_url"], status))
+    return fast, admin.requests + fast.requests
+
+
+def run(module):
+    params = module.params
+    admin = Unity(params["url"], params["admin_user"], params["admin_password"], params["ca_path"], params["timeout"])
+    users_group, clients_group = params["users_group"], params["clients_group"]
+    stamp_attr = params["stamp_attribute"]
+    ops_done = {op: [] for op in OPERATIONS}
+    setup_requests = 0
+    if params["provisioning_url"]:
+        unity, setup_requests = provisioner_client(module, admin, ops_done)
+    else:
+        unity = admin
+        if first_call(unity, "/attributeTypes") != 200:
+            raise UnityError("the administrator %s cannot log in at %s" % (params["admin_user"], params["url"]))
+
+    # Structure: the stamp attribute type and the two groups.
+    _, types, _ = unity.call("GET", "/attributeTypes")
     if stamp_attr not in {t.get("name") for t in types or []}:
         ops_done["attribute_type"].append({"name": stamp_attr, "kind": "attribute type"})
     _, root_group, _ = unity.call("GET", "/group/%2F")
@@ -377,7 +446,7 @@ def run(module):
 
     summary = {op: ["%s %s" % (e["kind"], e["name"]) for e in entries] for op, entries in ops_done.items() if entries}
     changed = bool(summary)
-    result = {"changed": changed, "operations": summary, "requests": unity.requests}
+    result = {"changed": changed, "operations": summary, "requests": setup_requests + unity.requests}
     if module._diff and changed:
         result["diff"] = {
             "before_header": "Unity (%s)" % params["url"],
@@ -396,6 +465,11 @@ def main():
             admin_password=dict(type="str", required=True, no_log=True),
             ca_path=dict(type="path", required=True),
             timeout=dict(type="int", default=120),
+            provisioning_url=dict(type="str", default=""),
+            provisioner=dict(type="str", default="ihpc-provisioner"),
+            provisioner_secret=dict(type="str", default="", no_log=True),
+            provisioner_credential=dict(type="str", default="ihpcProvisioningSecret"),
+            provisioner_requirement=dict(type="str", default="provisioning"),
             users=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True),
                 password=dict(type="str", required=True, no_log=True),
@@ -416,6 +490,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    if module.params["provisioning_url"] and not module.params["provisioner_secret"]:
+        module.fail_json(msg="provisioning_url needs provisioner_secret")
     try:
         module.exit_json(**run(module))
     except UnityError as exc:
