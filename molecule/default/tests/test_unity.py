@@ -41,7 +41,7 @@ INVENTORY = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY_DIR)
 UNITY_HOSTS = INVENTORY.get_hosts("unity")
 
 CLIENT_ID = "jupyterhub"
-NO_BROWSER = "no headless browser on the controller: missing {}"
+NO_BROWSER = "no headless browser on the controller: missing {} (scripts/bootstrap installs it)"
 
 
 def _host(name):
@@ -146,7 +146,7 @@ def info():
     name = UNITY_HOSTS[0]
     host = _host(name)
     if host.run("systemctl cat unity-idm.service").rc != 0:
-        pytest.skip(f"Unity IdM is not deployed on {name} (no unity-idm.service): playbooks/unity.yml has not run")
+        pytest.fail(f"Unity IdM is not deployed on {name} (no unity-idm.service): site.yml should have deployed it")
     facts = _expr(name, "{'fqdn': unity_idm_fqdn | default(inventory_hostname if inventory_hostname.endswith('.' ~ site.domain)"
                         " else inventory_hostname ~ '.' ~ site.domain), 'port': unity_idm_port | default(2443),"
                         " 'secrets': site_secrets_dir, 'hub_url': site.public_hub_url,"
@@ -182,7 +182,8 @@ def unity(info):
 def needs_browser():
     missing = browser.missing_tools()
     if missing:
-        pytest.skip(NO_BROWSER.format(", ".join(missing)))
+        # The browser is part of the test setup, not optional: missing tools are a failure.
+        pytest.fail(NO_BROWSER.format(", ".join(missing)))
 
 
 def _first_user(info):
@@ -492,3 +493,76 @@ def test_inventory_changes_reach_unity_and_are_undone(unity, info):
     assert _can_log_in(unity, first["name"], old)[0]
     assert _can_log_in(unity, second["name"], info["passwords"][second["name"]])[0]
     assert "unity_idm : Provision the OAuth clients and the users" in out
+
+
+# ---- UNICORE trusts Unity ----------------------------------------------------------------------------
+def _access_token(unity, info, user, label):
+    code, verifier, _ = _login_for_code(info, user, info["passwords"][user], label)
+    status, _, tokens = unity.token({"grant_type": "authorization_code", "code": code,
+                                     "redirect_uri": info["redirect_uri"], "code_verifier": verifier})
+    assert status == 200, tokens
+    return tokens["access_token"]
+
+
+def _gateway(system):
+    gateway = INVENTORY.get_hosts("unicore_gateway")[0]
+    domain = _expr(gateway, "site.domain")
+    port = _expr(gateway, "unicore_gateway_port | default(8080)")
+    name = gateway if gateway.endswith("." + domain) else f"{gateway}.{domain}"
+    return f"https://{name}:{port}/{system}/rest/core"
+
+
+UNICORE_WITH_TOKEN = """
+import json, os, time
+import requests
+import pyunicore.client as uc, pyunicore.credentials as cr
+base, job_desc = os.environ["BASE"], json.loads(os.environ["JOB"])
+tr = uc.Transport(cr.OIDCToken(os.environ["ACCESS_TOKEN"]), verify="/etc/ihpc/pki/ca.pem", timeout=60)
+headers = {"Authorization": "Bearer " + os.environ["ACCESS_TOKEN"], "Accept": "application/json"}
+core = requests.get(base, headers=headers, verify=tr.verify, timeout=60).json()
+out = {"client": core["client"]}
+if job_desc:
+    post = requests.post(base + "/jobs", json=job_desc, verify=tr.verify, timeout=60,
+                         headers=dict(headers, **{"Content-Type": "application/json"}))
+    out.update(post=post.status_code, post_body=post.text[:500])
+    if post.status_code == 201:
+        job = uc.Job(tr, post.headers["Location"])
+        deadline = time.time() + 300
+        while job.is_running() and time.time() < deadline:
+            time.sleep(2)
+        out.update(status=job.properties["status"],
+                   stdout=job.working_dir.stat("stdout").raw().read().decode())
+print(json.dumps(out))
+"""
+
+
+def test_unicore_maps_unity_tokens_to_the_users_accounts(unity, info, needs_browser, hub_python):
+    """A Unity token is all UNICORE/X needs: it validates it at Unity's userinfo and maps
+    UID=<preferred_username> through the XUUDB to the system's xlogin."""
+    users = {u["name"]: u for u in info["hpc_users"]}
+    alice, bob = users["alice"], users["bob"]
+    assert "c2" not in bob["systems"], "the test inventory must leave bob unmapped on c2"
+    token = _access_token(unity, info, "alice", "unicore-alice")
+    job = {"Executable": "echo $(id -un) $(id -u) $(hostname -s)", "Job type": "ON_LOGIN_NODE",
+           "haveClientStageIn": "false"}
+    res = hub_python(UNICORE_WITH_TOKEN, env={"ACCESS_TOKEN": token, "BASE": _gateway("c1"), "JOB": json.dumps(job)})
+    account = alice["systems"]["c1"]
+    assert res["client"]["authenticationMethod"] == "OAUTH", res
+    assert res["client"]["dn"] == "UID=alice", res
+    assert res["client"]["role"]["selected"] == "user", res
+    assert res["client"]["xlogin"]["UID"] == account["xlogin"], res
+    assert res["post"] == 201 and res["status"] == "SUCCESSFUL", res
+    who, uid, where = res["stdout"].split()
+    assert (who, int(uid)) == (account["xlogin"], account["uid"]), res
+    assert where in [h.split(".")[0] for h in INVENTORY.get_hosts("c1_login")], res
+
+    token = _access_token(unity, info, "bob", "unicore-bob")
+    res = hub_python(UNICORE_WITH_TOKEN, env={"ACCESS_TOKEN": token, "BASE": _gateway("c2"), "JOB": json.dumps(job)})
+    # bob is known (his token is valid) but has no account on c2: no role, no login, no job.
+    assert res["client"]["dn"] == "UID=bob", res
+    assert res["client"]["role"]["selected"] == "anonymous", res
+    assert not res["client"].get("xlogin", {}).get("UID"), res
+    assert res["post"] == 403, res
+    # ... while the same token works where bob has an account.
+    res = hub_python(UNICORE_WITH_TOKEN, env={"ACCESS_TOKEN": token, "BASE": _gateway("c1"), "JOB": "{}"})
+    assert res["client"]["xlogin"]["UID"] == bob["systems"]["c1"]["xlogin"], res
