@@ -15,8 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_SECONDS = 75 * 60
-# molecule announces each action: "default ➜ converge: Executing" ... "Executed: Successful".
-ACTION_RE = re.compile(r"default\W+(\w+): (Executing|Executed)")
+# molecule announces each action: "[default > converge] Executing" (plain) or
+# "default ➜ converge: Executing" (with colour), then "... Executed: Successful".
+ACTION_RE = re.compile(r"default\W+(\w+)\]?:?\s+(Executing|Executed)")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
