@@ -37,6 +37,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# The site artifact mirror beside the checkout, as inventories/molecule resolves it.
+SITE_MIRROR = (REPO / ".." / "shared" / "mirror").resolve()
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 IMAGE = "ihpc/debian-systemd:trixie"
 LABEL = "ihpc.test"
@@ -146,6 +148,9 @@ def _write_inventory(directory: Path, extra_compute=None):
             "accounts_managed": True,
         }},
         "hpc_users": [{"name": "alice", "systems": {"x1": {"xlogin": "alice", "uid": 20001}}}],
+        # The install sources every site names (validated in the first play), as the test inventory does.
+        "unicore_tsi_archive": str(SITE_MIRROR / "tsi" / "unicore-tsi-11.0.1.tgz"),
+        "unicore_tsi_archive_checksum": "sha256:61af86d8b11a0a1b7be67647683aea94d51beb5ffee8e0c9e1c0ac33dca0a72c",
     }
     (directory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
     (directory / "group_vars" / "all" / "site.yml").write_text(yaml.safe_dump(site, sort_keys=False))
