@@ -220,7 +220,8 @@ def spawn_in_browser(s, server, target, nodes=None, runtime=None, shot_prefix=No
             time.sleep(1)
             browser.shot(d, f"{shot_prefix}-03-progress")
             progress_shot[0] = True
-        errors = d.find_elements(By.CSS_SELECTOR, ".alert-danger, .progress-bar.bg-danger")
+        errors = [e for e in d.find_elements(By.CSS_SELECTOR, ".spawn-error-msg, .progress-bar.bg-danger")
+                  if e.is_displayed()]
         if errors:
             raise AssertionError(f"the start failed: {d.find_element(By.TAG_NAME, 'body').text[:2000]}")
         return f"/user/{s.user}/{server}/lab" in d.current_url and d.find_elements(By.CSS_SELECTOR, "#jp-main-dock-panel")
@@ -353,7 +354,7 @@ def test_an_unmapped_user_is_refused_on_the_spawn_page_within_seconds(site, sess
     started = time.time()
     d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
     message = browser.wait_for("the refusal on the spawn page", lambda: next(
-        (e.text for e in d.find_elements(By.CSS_SELECTOR, ".alert-danger, .alert") if "no account" in e.text), None), 15)
+        (e.text for e in d.find_elements(By.CSS_SELECTOR, ".spawn-error-msg") if "no account" in e.text), None), 15)
     elapsed = time.time() - started
     browser.shot(d, f"{s.user}-06-unmapped-{system}")
     assert f"{s.user} has no account on {display} ({system})" in message

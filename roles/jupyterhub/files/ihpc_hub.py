@@ -25,7 +25,6 @@ import shlex
 import ssl
 import time
 from datetime import datetime
-from urllib.parse import urlencode, urlparse, urlunparse
 
 import requests
 from oauthenticator.generic import GenericOAuthenticator
@@ -36,6 +35,7 @@ from traitlets import Integer
 from unicorespawner import UnicoreSpawner
 
 from ihpc_options import OptionsError, render_form, validate_options
+from ihpc_tunnel import UnicoreTunnel
 
 SETTINGS = {}
 FINAL_STATES = ("SUCCESSFUL", "FAILED")
@@ -139,81 +139,6 @@ async def transport_kwargs(spawner):
         "verify": SETTINGS["ca_bundle"],
         "timeout": 30,
     }
-
-
-# ---- the hub -> lab route through UNICORE/X port forwarding --------------------------------------
-class UnicoreTunnel:
-    """A loopback listener in the hub; every connection becomes one UNICORE forwarding connection.
-
-    UNICORE/X answers an HTTP Upgrade ("UNICORE-Socket-Forwarding") on the job's forwarding link
-    by connecting, through the TSI, to host:port on the HPC side; after "101" the socket carries
-    the raw TCP stream. The proxy (CHP) connects to 127.0.0.1:<listen_port>.
-    """
-
-    def __init__(self, forwarding_url, host, port, auth_header, ca_bundle, log, name):
-        url = urlparse(forwarding_url)
-        query = url.query + ("&" if url.query else "") + urlencode({"port": port, "host": host})
-        self.url = url._replace(query=query)
-        self.auth_header = auth_header  # async callable: the current Authorization header value
-        self.ssl = ssl.create_default_context(cafile=ca_bundle)
-        self.log = log
-        self.name = name
-        self.server = None
-        self.connections = set()
-
-    async def start(self, listen_port):
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", listen_port)
-
-    async def close(self):
-        if self.server:
-            self.server.close()
-            self.server = None
-        for task in list(self.connections):
-            task.cancel()
-
-    async def _open_backend(self):
-        host, port = self.url.hostname, self.url.port or 443
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=self.ssl, server_hostname=host), 30)
-        path = urlunparse(("", "", self.url.path, "", self.url.query, ""))
-        request = (f"GET {path} HTTP/1.1\r\nHost: {self.url.netloc}\r\nConnection: Upgrade\r\n"
-                   f"Upgrade: UNICORE-Socket-Forwarding\r\nAuthorization: {await self.auth_header()}\r\n\r\n")
-        writer.write(request.encode())
-        await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
-        status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-        if " 101 " not in status + " ":
-            writer.close()
-            raise ConnectionError(f"UNICORE refused the forwarding: {status}")
-        return reader, writer
-
-    async def _pipe(self, reader, writer):
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, OSError):
-            pass
-        finally:
-            try:
-                writer.close()
-            except Exception:
-                pass
-
-    async def _handle(self, client_reader, client_writer):
-        task = asyncio.current_task()
-        self.connections.add(task)
-        try:
-            try:
-                backend_reader, backend_writer = await self._open_backend()
-            except Exception as e:
-                self.log.warning("%s: no connection to the lab: %s", self.name, e)
-                client_writer.close()
-                return
-            await asyncio.gather(self._pipe(client_reader, backend_writer),
-                                 self._pipe(backend_reader, client_writer))
-        finally:
-            self.connections.discard(task)
 
 
 # ---- the spawner ------------------------------------------------------------------------------------
@@ -407,8 +332,9 @@ class IhpcSpawner(UnicoreSpawner):
 
     async def _open_tunnel(self):
         await self._close_tunnel()
-        self.tunnel = UnicoreTunnel(self.forwarding_url, self.lab["host"], self.lab["port"],
-                                    self._auth_header, SETTINGS["ca_bundle"], self.log, self._log_name)
+        self.tunnel = UnicoreTunnel(self.forwarding_url, self.lab["host"], self.lab["port"], self._auth_header,
+                                    ssl.create_default_context(cafile=SETTINGS["ca_bundle"]), self.log, self._log_name,
+                                    prewarm=SETTINGS.get("tunnel_prewarm", 2))
         await self.tunnel.start(self.port)
 
     async def _auth_header(self):

@@ -134,7 +134,7 @@ def render_form(settings, username):
             selected = " selected" if first else ""
             first = False
             opts.append(f'<option value="{esc(system)}|{esc(t["name"])}" data-system="{esc(system)}"{attrs}{selected}>'
-                        f'{esc(t["label"])}</option>')
+                        f'{esc(conf["display_name"])}: {esc(t["label"][0].lower() + t["label"][1:])}</option>')
         groups.append(f'<optgroup label="{esc(conf["display_name"])} ({esc(system)})">{"".join(opts)}</optgroup>')
         for p in mine[system].get("projects", []):
             projects.append(f'<option value="{esc(system)}|{esc(p)}" data-system="{esc(system)}">{esc(p)}</option>')
