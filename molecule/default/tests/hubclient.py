@@ -63,8 +63,10 @@ class HubClient:
     def start(self, user, name, options):
         return self.request("POST", f"/hub/api/users/{user}/servers/{name}", options)
 
-    def stop(self, user, name, timeout=120):
-        status, body = self.request("DELETE", f"/hub/api/users/{user}/servers/{name}")
+    def stop(self, user, name, timeout=120, remove=True):
+        """Stops a named server and waits until it is gone; remove=True also deletes its entry
+        (named servers count against the hub's per-user limit even when stopped)."""
+        status, body = self.request("DELETE", f"/hub/api/users/{user}/servers/{name}", {"remove": remove})
         assert status in (202, 204), (status, body)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -72,6 +74,13 @@ class HubClient:
                 return
             time.sleep(1)
         raise TimeoutError(f"{user}/{name} still listed {timeout} s after the stop")
+
+    def remove_all(self, user):
+        """Stops and deletes every named server of the user (running or not)."""
+        status, model = self.request("GET", f"/hub/api/users/{user}?include_stopped_servers=1")
+        for name in (model or {}).get("servers", {}) if status == 200 else []:
+            if name:
+                self.request("DELETE", f"/hub/api/users/{user}/servers/{name}", {"remove": True})
 
     def wait_ready(self, user, name, timeout=600):
         """Waits until the hub calls the server ready and the lab's own API answers."""

@@ -12,8 +12,9 @@ site.yml, the real TSI (not the embedded one), and chromium, chromium-driver and
 the controller. IHPC_REQUIRE_E2E=1 turns a missing prerequisite into a failure.
 """
 
-import os
+import base64
 import json
+import os
 import pathlib
 import subprocess
 import tempfile
@@ -152,12 +153,10 @@ def sessions(site, net):
 
     yield get
     for s in made.values():
-        for name in list((s.api.request("GET", f"/hub/api/users/{s.user}")[1] or {}).get("servers", {})):
-            try:
-                s.api.stop(s.user, name)
-            except Exception:
-                pass
-        s.close()
+        try:
+            s.api.remove_all(s.user)
+        finally:
+            s.close()
 
 
 def mapped_users(site, system):
@@ -360,6 +359,59 @@ def test_an_unmapped_user_is_refused_on_the_spawn_page_within_seconds(site, sess
     assert f"{s.user} has no account on {display} ({system})" in message
     assert elapsed < 10, f"the refusal took {elapsed:.1f} s"
     assert not s.api.server(s.user, "refused")
+    s.api.remove_all(s.user)
+
+
+def wait_hub(site, timeout=120):
+    hub = _host(site["hub"])
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if hub.run("python3 -c 'import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:8081/hub/api/\")'").rc == 0:
+            return
+        time.sleep(2)
+    pytest.fail(f"the hub did not answer within {timeout} s of its restart")
+
+
+def test_a_start_that_unicore_refuses_fails_on_the_spawn_page_within_seconds(site, sessions):
+    """The inventory and UNICORE's user mapping disagree: the hub offers a system (here: told
+    so by a drop-in in conf.d, removed afterwards), UNICORE/X has no mapping for the user."""
+    candidates = [(u, sorted(set(site["systems"]) - set(u.get("systems", {})))) for u in site["users"].values()]
+    user, missing = next(((u, m) for u, m in candidates if m and u.get("systems")), (None, None))
+    assert user, "the test inventory needs a user who is mapped on one system and not on another"
+    system = missing[0]
+    conf = site["systems"][system]
+    target = "login" if conf.get("login_node_jupyter") else conf["partitions"][0]["name"]
+    hub = _host(site["hub"])
+    dropin = "/etc/jupyterhub/conf.d/zz-behaviour-test-unicore-refusal.py"
+    code = (f"import ihpc_hub\nihpc_hub.SETTINGS['users'].setdefault({user['name']!r}, {{}})[{system!r}] = "
+            f"{{'projects': []}}\n")
+    encoded = base64.b64encode(code.encode()).decode()
+    hub.run_expect([0], f"echo {encoded} | base64 -d > {dropin} && chgrp jupyterhub {dropin} && chmod 0640 {dropin}"
+                        " && systemctl restart jupyterhub.service")
+    try:
+        wait_hub(site)
+        s = sessions(user["name"])
+        d = s.driver
+        d.get(f"{s.url}/hub/spawn/{s.user}/unmapped")
+        Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30)) \
+            .select_by_value(f"{system}|{target}")
+        if target != "login":
+            d.find_element(By.ID, "ihpc-runtime").clear()
+            d.find_element(By.ID, "ihpc-runtime").send_keys("5")
+        started = time.time()
+        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        shown = browser.wait_for("UNICORE's refusal on the page", lambda: next(
+            (e.text for e in d.find_elements(By.CSS_SELECTOR, ".spawn-error-msg, #progress-message, #progress-log")
+             if "does not know your account" in e.text), None), 30)
+        elapsed = time.time() - started
+        browser.shot(d, f"{s.user}-10-unicore-refused-{system}")
+        assert conf["display_name"] in shown
+        assert elapsed < 15, f"UNICORE's refusal took {elapsed:.1f} s to reach the page"
+        assert not (s.api.server(s.user, "unmapped") or {}).get("ready")
+        s.api.remove_all(s.user)
+    finally:
+        hub.run(f"rm -f {dropin} && systemctl restart jupyterhub.service")
+        wait_hub(site)
 
 
 def test_values_outside_the_partition_limits_are_refused_before_submission(site, sessions):
@@ -378,6 +430,7 @@ def test_values_outside_the_partition_limits_are_refused_before_submission(site,
         assert status == 400 and "minutes" in json.dumps(body), (status, body)
     assert not s.api.server(s.user, "limits")
     assert slurm_jobs(site, system, user["systems"][system]["xlogin"]) == before
+    s.api.remove_all(s.user)
 
 
 def test_a_queued_start_shows_progress_and_can_be_cancelled(site, sessions):
@@ -409,6 +462,7 @@ def test_a_queued_start_shows_progress_and_can_be_cancelled(site, sessions):
         wait_gone("the lab's queued Slurm job",
                   lambda: [j for j in slurm_jobs(site, system, xlogin) if j[0] != blocker], 60)
         assert not (s.api.server(s.user, "queued") or {}).get("ready")
+        s.api.remove_all(s.user)
     finally:
         login.run(f"scancel {blocker}")
 
@@ -440,5 +494,6 @@ def test_a_failed_start_shows_the_job_logs(site, sessions):
         browser.wait_for("the failure with the job's stderr on the page", failure_shown, 180, interval=2)
         browser.shot(d, f"{s.user}-09-failed-start-logs")
         assert not (s.api.server(s.user, "broken") or {}).get("ready")
+        s.api.remove_all(s.user)
     finally:
         login.run(f"rm -f {conf}")

@@ -47,27 +47,30 @@ ENV_FILE = ".ihpc-env"
 # ---- options: the form and its validation live in ihpc_options (no hub imports) -------------------
 def refused(e):
     """An OptionsError as the hub reports it: 400 with the message, on the form and in the API."""
-    err = web.HTTPError(400, log_message=str(e).replace("%", "%%"), reason="Bad Request")
+    err = web.HTTPError(400, log_message=str(e), reason="Bad Request")
     err.jupyterhub_message = str(e)
     return err
 
 
-class StartError(Exception):
-    """A failed start, as ForwardBaseSpawner reports it on the progress page.
+class StartError(web.HTTPError):
+    """A failed start, with a message for the user and the job's logs as HTML details.
 
-    str(e) is the summary line; `reason` is HTML with details (job logs), `log_message` stays
-    empty, `status_code` goes into the summary.
+    An HTTPError, so that JupyterHub shows it as it is when the start fails within a second
+    (otherwise it replaces it with "Unhandled error"). ForwardBaseSpawner puts str(e) into the
+    progress page's failure event and `reason` (the details) under it; the spawn form shows
+    jupyterhub_html_message.
     """
 
     def __init__(self, message, details_html="", status_code=500):
-        super().__init__(message)
-        # Shown on the spawn form when the start fails before the progress page opens (the form
-        # shows the HTML only when there is no plain message).
+        super().__init__(status_code, log_message="", reason="Start failed")
+        self.message = message
+        self.reason = details_html or "(no job logs)"
+        # The form shows the HTML only when there is no plain message.
         self.jupyterhub_message = None if details_html else message
         self.jupyterhub_html_message = f"{html.escape(message)}{details_html}"
-        self.reason = details_html
-        self.log_message = ""
-        self.status_code = status_code
+
+    def __str__(self):
+        return self.message
 
 
 # ---- tokens -------------------------------------------------------------------------------------
@@ -248,12 +251,12 @@ class IhpcSpawner(UnicoreSpawner):
                 text = await asyncio.wait_for(self._call(self._read_file, job, name, self.download_max_bytes), 15)
             except Exception as e:
                 text = f"(not readable: {e})"
-            parts.append(f"<details><summary>Job {name} (last lines)</summary><pre>{html.escape(text[-self.download_max_bytes:])}"
+            parts.append(f"<details><summary>Job {name} (last lines)</summary><pre style=\"text-align: left\">{html.escape(text[-self.download_max_bytes:])}"
                          "</pre></details>")
         try:
             props = await self._call(lambda: job.properties)
             log = "\n".join(props.get("log", [])[-20:])
-            parts.append(f"<details><summary>UNICORE log</summary><pre>{html.escape(log)}</pre></details>")
+            parts.append(f"<details><summary>UNICORE log</summary><pre style=\"text-align: left\">{html.escape(log)}</pre></details>")
             mount = await self._call(lambda: job.working_dir.properties.get("mountPoint", ""))
             if mount:
                 parts.insert(0, f"<p>The job's files stay on the system in <code>{html.escape(mount)}</code>.</p>")
