@@ -82,6 +82,15 @@ async def lossy_pipe(reader, writer):
         writer.close()
 
 
+async def black_hole(reader, writer):
+    """Like the forwarding path when a request is lost: reads and drops everything."""
+    try:
+        while await reader.read(65536):
+            pass
+    except (ConnectionError, OSError):
+        pass
+
+
 async def fake_unicore(state, delay=0.2):
     """Answers UNICORE-Socket-Forwarding upgrades (checking the credential), then pipes raw bytes;
     with state["lossy"] > 0 that many forwarded connections lose data."""
@@ -101,11 +110,14 @@ async def fake_unicore(state, delay=0.2):
             lab_r, lab_w = await asyncio.open_connection(query["host"][0], int(query["port"][0]))
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: UNICORE-Socket-Forwarding\r\n\r\n")
             await writer.drain()
-            down = tunnel_mod.pipe
+            up, down = tunnel_mod.pipe, tunnel_mod.pipe
             if state.get("lossy", 0) > 0:
                 state["lossy"] -= 1
                 down = lossy_pipe
-            await asyncio.gather(tunnel_mod.pipe(reader, lab_w), down(lab_r, writer))
+            if state.get("lossy_up", 0) > 0:
+                state["lossy_up"] -= 1
+                up = black_hole
+            await asyncio.gather(up(reader, lab_w), down(lab_r, writer))
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
 
@@ -122,9 +134,9 @@ async def request(port, raw):
     return reply
 
 
-def run(scenario, token="good", prewarm=0, lossy=0):
+def run(scenario, token="good", prewarm=0, lossy=0, lossy_up=0):
     async def main():
-        state = {"connections": 0, "requests": [], "upgrades": 0, "lossy": lossy}
+        state = {"connections": 0, "requests": [], "upgrades": 0, "lossy": lossy, "lossy_up": lossy_up}
         lab = await lab_server(state)
         unicore = await fake_unicore(state)
         lab_port = lab.sockets[0].getsockname()[1]
@@ -134,7 +146,8 @@ def run(scenario, token="good", prewarm=0, lossy=0):
             return f"Bearer {token}"
 
         t = tunnel_mod.UnicoreTunnel(f"http://127.0.0.1:{ux_port}/c1/rest/core/jobs/x/forward-port",
-                                     "127.0.0.1", lab_port, auth, None, LOG, "test", prewarm=prewarm, stall=1)
+                                     "127.0.0.1", lab_port, auth, None, LOG, "test", prewarm=prewarm, stall=1,
+                                     head_timeout=1)
         await t.start(0)
         port = t.server.sockets[0].getsockname()[1]
         try:
@@ -191,6 +204,15 @@ def test_a_file_that_loses_bytes_on_the_way_is_fetched_again():
     reply, upgrades = run(scenario, lossy=1)
     assert reply.endswith(b"\r\n\r\n" + bytes(range(256)) * 4096), reply[:200]
     assert upgrades == 2  # the lossy connection, then a good one
+
+
+def test_a_request_lost_on_the_way_is_sent_again():
+    async def scenario(t, port, state):
+        reply = await request(port, b"GET /api/status HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n")
+        return reply, state["upgrades"]
+
+    reply, upgrades = run(scenario, lossy_up=1)
+    assert reply.endswith(b"GET /api/status") and upgrades == 2, (reply, upgrades)
 
 
 def test_a_websocket_gets_its_own_forwarded_connection():

@@ -140,8 +140,8 @@ def close(writer):
 
 class UnicoreTunnel:
     def __init__(self, forwarding_url, host, port, auth_header, ssl_context, log, name,
-                 max_idle=6, idle_timeout=300, prewarm=2, stall=4, stream_stall=600, retries=3,
-                 buffer_limit=32 * 1024 * 1024):
+                 max_idle=6, idle_timeout=300, prewarm=2, stall=2, head_timeout=10, stream_stall=600,
+                 retries=6, buffer_limit=32 * 1024 * 1024):
         url = urlparse(forwarding_url)
         query = url.query + ("&" if url.query else "") + urlencode({"port": port, "host": host})
         self.url = url._replace(query=query)
@@ -153,6 +153,7 @@ class UnicoreTunnel:
         self.idle_timeout = idle_timeout
         self.prewarm_count = prewarm
         self.stall = stall                # s without a byte: a buffered body counts as lost
+        self.head_timeout = head_timeout  # s to wait for a GET's answer before trying again
         self.stream_stall = stream_stall  # the same for streamed bodies (frees stuck connections)
         self.retries = retries
         self.buffer_limit = buffer_limit
@@ -271,7 +272,10 @@ class UnicoreTunnel:
                 if request_body:
                     await stream(request_body, writer)
                 await writer.drain()
-                resp_raw = await read_head(reader)
+                # A request lost on the way gets no answer: give a GET another try (the last
+                # try waits as long as the lab needs).
+                wait = self.head_timeout if retry_safe and attempt <= self.retries else self.stream_stall
+                resp_raw = await asyncio.wait_for(read_head(reader), wait)
                 resp_first, resp_headers = parse_head(resp_raw)
                 status = int(resp_first.split(" ", 2)[1])
                 while 100 <= status < 200:  # interim responses
