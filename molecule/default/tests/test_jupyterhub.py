@@ -279,6 +279,30 @@ def test_lab_through_slurm_runs_on_a_compute_node_and_stops_cleanly(site, sessio
     wait_gone(f"processes of uid {uid} on {system}", lambda: lab_processes(site, system, uid))
 
 
+def test_every_system_runs_labs_through_its_own_route(site, sessions):
+    """Each HPC system (its own UNICORE/X, TSI and route to the hub) starts a lab on its login node."""
+    tried = []
+    for system in sorted(site["systems"]):
+        conf = site["systems"][system]
+        users = mapped_users(site, system)
+        if not conf.get("login_node_jupyter") or not users:
+            continue
+        user = users[0]
+        s = sessions(user["name"])
+        name = f"route-{system}"[:30]
+        status, body = s.api.start(s.user, name, {"system": system, "target": "login"})
+        assert status in (201, 202), (system, status, body)
+        try:
+            s.api.wait_ready(s.user, name)
+            host, uid, _ = run_cell(s, name)
+            assert host in nodes_of(site, system, "login_group"), (system, host)
+            assert uid == user["systems"][system]["uid"], (system, uid)
+            tried.append(f"{system} ({conf.get('jupyter_route', 'unicore')})")
+        finally:
+            s.api.stop(s.user, name)
+    assert len(tried) >= 2, f"the test inventory should offer login-node labs on two systems; tried {tried}"
+
+
 def test_two_users_each_run_as_themselves_and_cannot_open_the_others_lab(site, sessions):
     system = first_system(site)
     users = mapped_users(site, system)[:2]
