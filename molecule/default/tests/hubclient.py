@@ -54,19 +54,28 @@ class HubClient:
         except ValueError:
             return res.status, text
 
-    # ---- hub API ----
+    # ---- hub API ("" is the user's unnamed default server) ----
+    @staticmethod
+    def server_api(user, name):
+        return f"/hub/api/users/{user}/servers/{name}" if name else f"/hub/api/users/{user}/server"
+
+    @staticmethod
+    def lab(user, name):
+        """URL path prefix of a lab."""
+        return f"/user/{user}/{name}/" if name else f"/user/{user}/"
+
     def server(self, user, name):
         status, model = self.request("GET", f"/hub/api/users/{user}")
         assert status == 200, (status, model)
         return model.get("servers", {}).get(name)
 
     def start(self, user, name, options):
-        return self.request("POST", f"/hub/api/users/{user}/servers/{name}", options)
+        return self.request("POST", self.server_api(user, name), options)
 
     def stop(self, user, name, timeout=120, remove=True):
         """Stops a named server and waits until it is gone; remove=True also deletes its entry
         (named servers count against the hub's per-user limit even when stopped)."""
-        status, body = self.request("DELETE", f"/hub/api/users/{user}/servers/{name}", {"remove": remove})
+        status, body = self.request("DELETE", self.server_api(user, name), {"remove": remove} if name else None)
         assert status in (202, 204), (status, body)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -79,8 +88,7 @@ class HubClient:
         """Stops and deletes every named server of the user (running or not)."""
         status, model = self.request("GET", f"/hub/api/users/{user}?include_stopped_servers=1")
         for name in (model or {}).get("servers", {}) if status == 200 else []:
-            if name:
-                self.request("DELETE", f"/hub/api/users/{user}/servers/{name}", {"remove": True})
+            self.request("DELETE", self.server_api(user, name), {"remove": True} if name else None)
 
     def wait_ready(self, user, name, timeout=600):
         """Waits until the hub calls the server ready and the lab's own API answers."""
@@ -91,7 +99,7 @@ class HubClient:
             if last is None:
                 raise RuntimeError(f"{user}/{name} is gone (the start failed)")
             if last.get("ready"):
-                status, body = self.request("GET", f"/user/{user}/{name}/api/status")
+                status, body = self.request("GET", self.lab(user, name) + "api/status")
                 if status == 200:
                     return body
                 last = (status, body)
@@ -101,10 +109,10 @@ class HubClient:
     # ---- a notebook cell, as JupyterLab runs it ----
     def run_cell(self, user, name, code, timeout=120):
         """Runs code in a new python3 kernel of the lab; returns its stdout (errors raise)."""
-        status, kernel = self.request("POST", f"/user/{user}/{name}/api/kernels", {"name": "python3"})
+        status, kernel = self.request("POST", self.lab(user, name) + "api/kernels", {"name": "python3"})
         assert status in (200, 201), (status, kernel)
         ws = websocket.create_connection(
-            f"wss://{self.hostname}/user/{user}/{name}/api/kernels/{kernel['id']}/channels",
+            f"wss://{self.hostname}{self.lab(user, name)}api/kernels/{kernel['id']}/channels",
             header=[f"Authorization: token {self.token}"], socket=self._socket(timeout), timeout=timeout)
         try:
             msg_id = uuid.uuid4().hex
@@ -130,4 +138,4 @@ class HubClient:
             raise TimeoutError(f"no result from the kernel after {timeout} s")
         finally:
             ws.close()
-            self.request("DELETE", f"/user/{user}/{name}/api/kernels/{kernel['id']}")
+            self.request("DELETE", self.lab(user, name) + f"api/kernels/{kernel['id']}")

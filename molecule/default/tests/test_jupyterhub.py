@@ -198,9 +198,10 @@ def wait_gone(what, check, timeout=60):
 
 
 def spawn_in_browser(s, server, target, nodes=None, runtime=None, shot_prefix=None, timeout=600):
-    """Fills in the spawn form, submits it and waits for JupyterLab; returns the seconds it took."""
+    """Fills in the spawn form, submits it and waits for JupyterLab; returns the seconds it took.
+    server None: the form the hub shows right after login (the unnamed default lab)."""
     d = s.driver
-    d.get(f"{s.url}/hub/spawn/{s.user}/{server}")
+    d.get(f"{s.url}/hub/spawn" if server is None else f"{s.url}/hub/spawn/{s.user}/{server}")
     select = Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30))
     select.select_by_value(target)
     for field, value in (("ihpc-nodes", nodes), ("ihpc-runtime", runtime)):
@@ -223,9 +224,10 @@ def spawn_in_browser(s, server, target, nodes=None, runtime=None, shot_prefix=No
                   if e.is_displayed()]
         if errors:
             raise AssertionError(f"the start failed: {d.find_element(By.TAG_NAME, 'body').text[:2000]}")
-        return f"/user/{s.user}/{server}/lab" in d.current_url and d.find_elements(By.CSS_SELECTOR, "#jp-main-dock-panel")
+        return (HubClient.lab(s.user, server or "") + "lab") in d.current_url and \
+            d.find_elements(By.CSS_SELECTOR, "#jp-main-dock-panel")
 
-    browser.wait_for(f"JupyterLab of {s.user}/{server}", lab_loaded, timeout, interval=1)
+    browser.wait_for(f"JupyterLab of {s.user}/{server or '(default)'}", lab_loaded, timeout, interval=1)
     elapsed = time.time() - started
     if shot_prefix:
         time.sleep(2)  # let the launcher render
@@ -240,12 +242,13 @@ def run_cell(s, server):
 
 # ---- the tests --------------------------------------------------------------------------------
 def test_lab_on_the_login_node_runs_as_the_user_and_stops_cleanly(site, sessions):
+    """The way a user goes: log in, the spawn form, the login node, JupyterLab (default lab)."""
     system = first_system(site)
     user = mapped_users(site, system)[0]
     mapping = user["systems"][system]
     s = sessions(user["name"])
-    spawn_in_browser(s, "lab", f"{system}|login", shot_prefix=f"{user['name']}-login-node")
-    host, uid, version = run_cell(s, "lab")
+    spawn_in_browser(s, None, f"{system}|login", shot_prefix=f"{user['name']}-login-node")
+    host, uid, version = run_cell(s, "")
     login_nodes = nodes_of(site, system, "login_group")
     assert host in login_nodes, f"the cell ran on {host}, not on a login node of {system} ({login_nodes})"
     assert uid == mapping["uid"], f"the cell ran as uid {uid}, not as {user['name']}'s {mapping['uid']}"
@@ -253,7 +256,7 @@ def test_lab_on_the_login_node_runs_as_the_user_and_stops_cleanly(site, sessions
     assert version == hub_version, f"jupyterhub-singleuser {version} differs from the hub's {hub_version}"
     assert lab_processes(site, system, uid), "no process of the user while the lab runs (wrong uid check?)"
 
-    s.api.stop(user["name"], "lab")
+    s.api.stop(user["name"], "")
     wait_gone(f"processes of uid {uid} on {system}", lambda: lab_processes(site, system, uid))
     assert not slurm_jobs(site, system, mapping["xlogin"])
 
@@ -317,7 +320,7 @@ def test_two_users_each_run_as_themselves_and_cannot_open_the_others_lab(site, s
         assert uid == u["systems"][system]["uid"], (s.user, uid)
     # Each user's token is refused by the other's lab, and so is each user's browser.
     for s, other in ((a, b), (b, a)):
-        status, _ = s.api.request("GET", f"/user/{other.user}/lab/api/status")
+        status, _ = s.api.request("GET", HubClient.lab(other.user, "lab") + "api/status")
         assert status == 403, f"{s.user} got {status} from {other.user}'s lab"
         s.driver.get(f"{s.url}/user/{other.user}/lab/lab")
         browser.wait_for("the refusal page", lambda: "403" in s.driver.find_element(By.TAG_NAME, "body").text, 30)
@@ -340,7 +343,7 @@ def test_a_hub_restart_keeps_running_labs_reachable(site, sessions):
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            if s.api.request("GET", f"/user/{s.user}/lab/api/status", timeout=10)[0] == 200:
+            if s.api.request("GET", HubClient.lab(s.user, "lab") + "api/status", timeout=10)[0] == 200:
                 break
         except OSError:
             pass

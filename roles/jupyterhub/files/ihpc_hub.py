@@ -10,7 +10,8 @@ replaces the parts that do not fit a hub on a plain host:
 - UNICORE calls run in threads: pyunicore is synchronous and would block the hub's event loop;
 - the job description is built from validated options (no text substitution into JSON);
 - the lab reports its address in a file in the job directory (not a log line that may scroll
-  out of the last 4 KiB of stderr), and the hub reports queue and start progress while it waits;
+  out of the last 4 KiB of stderr, and that never names the unnamed default server, so that
+  server works too), and the hub reports queue and start progress while it waits;
 - the hub -> lab route through UNICORE/X port forwarding is an asyncio listener on loopback
   that verifies the Gateway's certificate, sends the user's current token on every connection
   and is closed when the server stops (pyunicore's Forwarder does none of these);
@@ -182,9 +183,6 @@ class IhpcSpawner(UnicoreSpawner):
         return await asyncio.to_thread(fn, *args)
 
     async def start(self):
-        if not self.name:
-            raise refused(OptionsError(f"Start a named server (for example '{SETTINGS.get('default_server_name', 'lab')}'): "
-                                       "the unnamed server is not supported here."))
         # The REST API bypasses the form: every start is checked against the inventory here.
         try:
             self.user_options = validate_options(SETTINGS, self.user.name, self.user_options)
@@ -202,14 +200,14 @@ class IhpcSpawner(UnicoreSpawner):
         env_text = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in sorted(env.items())
                            if k.startswith(("JUPYTERHUB_", "JUPYTER_")))
         job = {
-            "Name": f"jupyterlab-{self.name}",
+            "Name": f"jupyterlab-{self.name or 'default'}",
             "Executable": "/bin/bash",
             "Arguments": [START_SCRIPT],
             "Imports": [
                 {"From": "inline://ihpc", "To": START_SCRIPT, "Data": script},
                 {"From": "inline://ihpc", "To": ENV_FILE, "Data": env_text},
             ],
-            "Tags": ["jupyterhub", f"jupyterhub-server-{self.name}"],
+            "Tags": ["jupyterhub", f"jupyterhub-server-{self.name or 'default'}"],
         }
         if options["target"] == "login":
             job["Job type"] = "ON_LOGIN_NODE"
@@ -422,7 +420,8 @@ def configure(c, path):
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.cleanup_proxy = False
     c.JupyterHub.allow_named_servers = True
-    c.JupyterHub.default_server_name = s["default_server_name"]
+    if s.get("default_server_name"):
+        c.JupyterHub.default_server_name = s["default_server_name"]
     c.JupyterHub.named_server_limit_per_user = s["named_server_limit"]
     c.JupyterHub.concurrent_spawn_limit = s["concurrent_spawn_limit"]
     c.JupyterHub.template_paths = [os.path.join(s["config_dir"], "templates")]
