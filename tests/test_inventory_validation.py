@@ -189,6 +189,12 @@ BAD_CASES = [
      ["hpc_users[1].systems.c1.uid: uid 20001 on c1 is already the uid of xlogin 'alice'"], "validate.yml", []),
     ("xlogin-two-uids", _xlogin_two_uids,
      ["hpc_users[2].systems.c1.uid: xlogin 'alice' on c1 has uid 20003 here but uid 20001"], None, []),
+    ("jupyter-route-unknown", lambda i: _c1(i).update(jupyter_route="ssh"),
+     ["hpc_systems.c1.jupyter_route:", "ssh"], None, []),
+    ("jupyter-env-prefix-relative", lambda i: _c1(i).update(jupyter_env_prefix="opt/jupyter"),
+     ["hpc_systems.c1.jupyter_env_prefix:"], None, []),
+    ("jupyter-hub-api-url-scheme", lambda i: _c1(i).update(jupyter_hub_api_url="hub.ihpc.test/hub/api"),
+     ["hpc_systems.c1.jupyter_hub_api_url:"], None, []),
     ("password-not-shown", lambda i: i["site"]["hpc_users"][0].update(unity_password=123456789),
      ["hpc_users[0].unity_password: must be a string", "<hidden>"], "validate.yml", []),
     # Near misses of the data model's keys and of role variables (the optional hpc_users would

@@ -16,6 +16,12 @@ logs/screenshots/ in the repository (test artifacts).
         b.open("https://idm.ihpc.test:2443/oauth2-as/oauth2-authz?...", "authorize")
         b.unity_login("alice", password)
         b.wait_for_url_prefix("https://hub.ihpc.test/hub/oauth_callback")
+
+or, function style (the JupyterHub tests):
+
+    driver = make_driver({"hub.ihpc.test": ..., "idm.ihpc.test": ...}, ca_file, shots_dir)
+    login_via_unity(driver, "https://hub.ihpc.test", user, password)   # ends on a hub page
+    shot(driver, "name"); quit(driver)
 """
 
 from __future__ import annotations
@@ -57,41 +63,48 @@ def container_address(container, network):
     return networks[network]["IPAddress"]
 
 
+def _new_driver(hosts, ca_pem, home, timeout=60, window=WINDOW):
+    """A headless chromium in a fresh profile under `home` that resolves only `hosts`
+    ({name: address}) and trusts every certificate of `ca_pem` (through an NSS database)."""
+    # selenium is imported here so that test modules can import this file and report missing tools.
+    from selenium import webdriver  # pylint: disable=import-outside-toplevel
+    from selenium.webdriver.chrome.service import Service  # pylint: disable=import-outside-toplevel
+
+    nssdb = os.path.join(home, ".pki", "nssdb")
+    os.makedirs(nssdb)
+    subprocess.run(["certutil", "-d", "sql:" + nssdb, "-N", "--empty-password"], check=True, capture_output=True)
+    # Every certificate of the bundle (a site CA may come with intermediates).
+    for number, pem in enumerate(re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", ca_pem, re.S)):
+        one = os.path.join(home, f"ca-{number}.pem")
+        pathlib.Path(one).write_text(pem + "\n")
+        subprocess.run(["certutil", "-d", "sql:" + nssdb, "-A", "-n", f"site-ca-{number}", "-t", "C,,", "-i", one],
+                       check=True, capture_output=True)
+    rules = [f"MAP {host} {address}" for host, address in sorted(hosts.items())] + ["MAP * ~NOTFOUND"]
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--window-size={window}",
+                f"--user-data-dir={os.path.join(home, 'profile')}",
+                f"--host-resolver-rules={','.join(rules)}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # chromium reads the NSS database from $HOME/.pki/nssdb.
+    service = Service(executable_path=CHROMEDRIVER, env=dict(os.environ, HOME=home))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(max(timeout, 120))
+    return driver
+
+
 class Browser:
     """One headless Chromium with a fresh profile; use as a context manager."""
 
     def __init__(self, hosts, ca_pem, name, timeout=60):
-        # selenium is imported here so that test modules can import this file and skip politely.
-        from selenium import webdriver  # pylint: disable=import-outside-toplevel
-        from selenium.webdriver.chrome.service import Service  # pylint: disable=import-outside-toplevel
-
         self.name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         self.timeout = timeout
         self.step = 0
         self.home = tempfile.mkdtemp(prefix="ihpc-browser-")
-        nssdb = os.path.join(self.home, ".pki", "nssdb")
-        os.makedirs(nssdb)
-        subprocess.run(["certutil", "-d", "sql:" + nssdb, "-N", "--empty-password"], check=True, capture_output=True)
-        ca_file = os.path.join(self.home, "site-ca.pem")
-        pathlib.Path(ca_file).write_text(ca_pem)
-        # Every certificate of the bundle (a site CA may come with intermediates).
-        for number, pem in enumerate(re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", ca_pem, re.S)):
-            one = os.path.join(self.home, f"ca-{number}.pem")
-            pathlib.Path(one).write_text(pem + "\n")
-            subprocess.run(["certutil", "-d", "sql:" + nssdb, "-A", "-n", f"site-ca-{number}", "-t", "C,,", "-i", one],
-                           check=True, capture_output=True)
-        rules = [f"MAP {host} {address}" for host, address in hosts.items()] + ["MAP * ~NOTFOUND"]
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", f"--window-size={WINDOW}",
-                    f"--user-data-dir={os.path.join(self.home, 'profile')}",
-                    f"--host-resolver-rules={','.join(rules)}"):
-            options.add_argument(arg)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        service = Service(executable_path=CHROMEDRIVER, env=dict(os.environ, HOME=self.home))
-        self.driver = webdriver.Chrome(service=service, options=options)
+        self.driver = _new_driver(hosts, ca_pem, self.home, timeout)
         self.driver.set_page_load_timeout(timeout)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
@@ -174,3 +187,84 @@ class Browser:
         password_field.send_keys(password)
         self.screenshot("login-filled")
         self.css("vaadin-button.u-passwordSignInButton")[0].click()
+
+
+# ---- the function-style interface (JupyterHub tests, scripts/bench-spawn) -----------------------
+def make_driver(host_map, ca_file, shots_dir, width=1280, height=900):
+    """A driver for function-style tests: resolves host_map {name: ip} and trusts ca_file;
+    screenshots (shot) go to shots_dir. End it with quit(driver)."""
+    home = tempfile.mkdtemp(prefix="ihpc-browser-")
+    driver = _new_driver(host_map, pathlib.Path(ca_file).read_text(), home, window=f"{width},{height}")
+    driver.ihpc_home = home
+    driver.ihpc_shots = shots_dir
+    os.makedirs(shots_dir, exist_ok=True)
+    return driver
+
+
+def quit(driver):
+    try:
+        driver.quit()
+    finally:
+        shutil.rmtree(getattr(driver, "ihpc_home", ""), ignore_errors=True)
+
+
+def shot(driver, name):
+    path = os.path.join(driver.ihpc_shots, f"{name}.png")
+    driver.save_screenshot(path)
+    return path
+
+
+def wait_for(what, check, timeout=60, interval=0.5):
+    """check() until it returns something truthy; raises TimeoutError naming `what`."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # pylint: disable=broad-except  # pages change under our feet
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not after {timeout} s" + (f" (last error: {last})" if last else ""))
+
+
+def _visible(driver, css):
+    from selenium.webdriver.common.by import By  # pylint: disable=import-outside-toplevel
+
+    return [e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
+
+
+def login_via_unity(driver, hub_url, user, password, shot_name=None, timeout=90):
+    """Logs in at the hub through Unity's login form; returns when the browser is back on the hub."""
+    driver.get(hub_url.rstrip("/") + "/hub/oauth_login")
+    password_field = wait_for("Unity's login form", lambda: (_visible(driver, "input[type=password]") or [None])[0],
+                              timeout)
+    user_field = wait_for("Unity's user name field", lambda: next(
+        (e for e in _visible(driver, "input") if e.get_attribute("type") in ("text", "email", None, "")), None), 10)
+    user_field.clear()
+    user_field.send_keys(user)
+    password_field.clear()
+    password_field.send_keys(password)
+    if shot_name:
+        shot(driver, shot_name)
+    buttons = [b for b in _visible(driver, "vaadin-button, button, input[type=submit]")
+               if "sign in" in (b.text or b.get_attribute("value") or "").lower()]
+    if buttons:
+        buttons[0].click()
+    else:
+        from selenium.webdriver.common.keys import Keys  # pylint: disable=import-outside-toplevel
+
+        password_field.send_keys(Keys.ENTER)
+
+    def back_on_hub():
+        if driver.current_url.startswith(hub_url.rstrip("/") + "/"):
+            return True
+        # A consent page (when the OAuth client does not skip it): accept.
+        for b in _visible(driver, "vaadin-button, button, input[type=submit]"):
+            if (b.text or b.get_attribute("value") or "").strip().lower() in ("confirm", "accept", "allow", "yes"):
+                b.click()
+                break
+        return False
+
+    wait_for(f"the hub after logging in {user} at Unity (now at {driver.current_url})", back_on_hub, timeout)

@@ -1,0 +1,525 @@
+"""JupyterHub end to end, as users see it: Unity login, the spawn form, JupyterLab under the
+user's own account on a login node and through Slurm, stops that leave nothing behind, two
+users kept apart, hub restarts, refusals, cancelling a queued start, failure logs.
+
+A real browser (Debian's chromium through selenium, see browser.py) runs on the controller
+and opens the hub under its public name; notebook cells run through the lab's Jupyter server
+API and kernel websocket (hubclient.py). Cluster facts (Slurm jobs, processes) are read on the
+nodes. Screenshots of every step go to logs/screenshots/ in the repository.
+
+Prerequisites, each checked with a plain message: the hub, Unity and UNICORE deployed by
+site.yml, the real TSI (not the embedded one), and chromium, chromium-driver and certutil on
+the controller (scripts/bootstrap installs them). A missing prerequisite fails the tests.
+"""
+
+import base64
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+
+import pytest
+import testinfra
+import testinfra.utils.ansible_runner
+
+import browser
+from hubclient import HubClient
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+INVENTORY_FILE = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+INVENTORY = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY_FILE)
+testinfra_hosts = INVENTORY.get_hosts("hub")[:1]
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+SHOTS = ROOT / "logs" / "screenshots"
+CELL = "import socket, os, jupyterhub; print(socket.gethostname(), os.getuid(), jupyterhub.__version__)"
+
+
+def _host(name):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY_FILE)
+
+
+def _var(host, name):
+    return _host(host).ansible("debug", f"var={name}", check=False)[name]
+
+
+def _missing(reason):
+    # site.yml deploys the whole chain and scripts/bootstrap installs the browser: a missing
+    # prerequisite is a failure, never a skip.
+    pytest.fail(reason)
+
+
+# ---- the site, as the inventory describes it ------------------------------------------------------
+@pytest.fixture(scope="module")
+def site():
+    hub = INVENTORY.get_hosts("hub")[0]
+    site = _var(hub, "site")
+    systems = _var(hub, "hpc_systems")
+    users = _var(hub, "hpc_users")
+    secrets = pathlib.Path(_var(hub, "site_secrets_dir"))
+    network = _var(hub, "test_cluster_network")
+    return {"hub": hub, "site": site, "systems": systems, "users": {u["name"]: u for u in users},
+            "secrets": secrets, "network": network, "url": site["public_hub_url"]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def deployed(site):
+    """Every test here needs the whole chain; say plainly what is missing."""
+    hub = _host(site["hub"])
+    if hub.run("systemctl cat jupyterhub.service").rc != 0:
+        _missing("JupyterHub is not deployed: site.yml should have deployed it")
+    unity = (INVENTORY.get_hosts("unity") or [None])[0]
+    if not unity or not (site["secrets"] / "unity" / "users").is_dir():
+        _missing("Unity is not deployed (no generated user passwords in site_secrets_dir/unity/users)")
+    gateway = INVENTORY.get_hosts("unicore_gateway")[0]
+    if _host(gateway).run("systemctl cat unicore-gateway.service").rc != 0:
+        _missing("UNICORE is not deployed: site.yml should have deployed it")
+    for system, conf in site["systems"].items():
+        ux = _host(conf["unicorex_host"]).file(f"/opt/unicore/unicorex-{system}/conf/tsi.config")
+        if ux.exists and "tsiMode=embedded" in ux.content_string:
+            _missing(f"UNICORE/X of {system} runs the embedded TSI (no TSI archive supplied): labs would not "
+                     "run under the users' accounts")
+    if browser.missing_tools():
+        _missing("no browser on the controller: " + ", ".join(browser.missing_tools()))
+
+
+def _address(name, network):
+    out = subprocess.run(["docker", "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
+                          name], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def net(site):
+    """Public names -> container addresses, and the site CA as a file for the controller."""
+    domain = site["site"]["domain"]
+    names = {}
+    for name in INVENTORY.get_hosts("all"):
+        names[name if name.endswith("." + domain) else f"{name}.{domain}"] = _address(name, site["network"])
+    public = site["url"].split("//", 1)[1].split("/")[0].split(":")[0]
+    names[public] = _address(site["hub"], site["network"])
+    ca = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)
+    ca.write(_host(site["hub"]).file("/etc/ihpc/pki/ca.pem").content_string)
+    ca.close()
+    yield {"hosts": names, "ca": ca.name, "hub_address": names[public]}
+    os.unlink(ca.name)
+
+
+def password(site, user):
+    path = site["secrets"] / "unity" / "users" / user
+    assert path.is_file(), f"{path} is missing: the unity_idm role generates each user's password there"
+    return path.read_text().strip()
+
+
+class Session:
+    """One user in one browser, with an API token made in that browser session."""
+
+    def __init__(self, site, net, user):
+        self.user, self.site = user, site
+        self.driver = browser.make_driver(net["hosts"], net["ca"], str(SHOTS))
+        self.url = site["url"]
+        self.api = HubClient(self.url, net["hub_address"], net["ca"])
+
+    def login(self, shot=None):
+        browser.login_via_unity(self.driver, self.url, self.user, password(self.site, self.user), shot_name=shot)
+        self.driver.get(self.url + "/hub/home")
+        token = self.driver.execute_async_script("""
+            var done = arguments[arguments.length - 1];
+            fetch(window.jhdata.base_url + "api/users/" + arguments[0] + "/tokens", {
+              method: "POST", headers: {"Content-Type": "application/json", "X-XSRFToken": window.jhdata.xsrf_token},
+              body: JSON.stringify({note: "behaviour tests", expires_in: 7200})})
+            .then(r => r.json()).then(j => done(j.token || JSON.stringify(j))).catch(e => done("ERROR " + e));
+        """, self.user)
+        assert token and len(token) > 20 and " " not in token, f"no API token for {self.user}: {token}"
+        self.api.token = token
+        return self
+
+    def close(self):
+        browser.quit(self.driver)
+
+
+@pytest.fixture(scope="module")
+def sessions(site, net):
+    made = {}
+
+    def get(user):
+        if user not in made:
+            made[user] = Session(site, net, user).login(shot=f"{user}-01-unity-login")
+        return made[user]
+
+    yield get
+    for s in made.values():
+        try:
+            s.api.remove_all(s.user)
+        finally:
+            s.close()
+
+
+def mapped_users(site, system):
+    return [u for u in site["users"].values() if system in u.get("systems", {})]
+
+
+def first_system(site):
+    return sorted(s for s, c in site["systems"].items() if c.get("login_node_jupyter"))[0]
+
+
+def nodes_of(site, system, group):
+    return INVENTORY.get_hosts(site["systems"][system][group])
+
+
+def slurm_jobs(site, system, xlogin):
+    ctl = site["systems"][system]["slurm"].get("controller") or nodes_of(site, system, "login_group")[0]
+    out = _host(ctl).check_output(f"squeue -h -u {xlogin} -o '%i|%T|%N|%j'")
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+def lab_processes(site, system, uid):
+    """Processes of that uid on the system's nodes, by host ('pgrep -a -U')."""
+    found = {}
+    for host in sorted(set(nodes_of(site, system, "login_group") + nodes_of(site, system, "compute_group"))):
+        out = _host(host).run(f"pgrep -a -U {uid}")
+        if out.stdout.strip():
+            found[host] = out.stdout.strip().splitlines()
+    return found
+
+
+def wait_gone(what, check, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        left = check()
+        if not left:
+            return
+        time.sleep(2)
+    pytest.fail(f"{what} still there {timeout} s after the stop: {left}")
+
+
+def spawn_in_browser(s, server, target, nodes=None, runtime=None, shot_prefix=None, timeout=600):
+    """Fills in the spawn form, submits it and waits for JupyterLab; returns the seconds it took.
+    server None: the form the hub shows right after login (the unnamed default lab)."""
+    d = s.driver
+    d.get(f"{s.url}/hub/spawn" if server is None else f"{s.url}/hub/spawn/{s.user}/{server}")
+    select = Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30))
+    select.select_by_value(target)
+    for field, value in (("ihpc-nodes", nodes), ("ihpc-runtime", runtime)):
+        if value is not None:
+            el = d.find_element(By.ID, field)
+            el.clear()
+            el.send_keys(str(value))
+    if shot_prefix:
+        browser.shot(d, f"{shot_prefix}-02-spawn-form")
+    started = time.time()
+    d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+    progress_shot = [False]
+
+    def lab_loaded():
+        if "/spawn-pending/" in d.current_url and shot_prefix and not progress_shot[0]:
+            time.sleep(1)
+            browser.shot(d, f"{shot_prefix}-03-progress")
+            progress_shot[0] = True
+        errors = [e for e in d.find_elements(By.CSS_SELECTOR, ".spawn-error-msg, .progress-bar.bg-danger")
+                  if e.is_displayed()]
+        if errors:
+            raise AssertionError(f"the start failed: {d.find_element(By.TAG_NAME, 'body').text[:2000]}")
+        return (HubClient.lab(s.user, server or "") + "lab") in d.current_url and \
+            d.find_elements(By.CSS_SELECTOR, "#jp-main-dock-panel")
+
+    browser.wait_for(f"JupyterLab of {s.user}/{server or '(default)'}", lab_loaded, timeout, interval=1)
+    elapsed = time.time() - started
+    if shot_prefix:
+        time.sleep(2)  # let the launcher render
+        browser.shot(d, f"{shot_prefix}-04-jupyterlab")
+    return elapsed
+
+
+def run_cell(s, server):
+    host, uid, version = s.api.run_cell(s.user, server, CELL).split()
+    return host, int(uid), version
+
+
+# ---- the tests --------------------------------------------------------------------------------
+def test_lab_on_the_login_node_runs_as_the_user_and_stops_cleanly(site, sessions):
+    """The way a user goes: log in, the spawn form, the login node, JupyterLab (default lab)."""
+    system = first_system(site)
+    user = mapped_users(site, system)[0]
+    mapping = user["systems"][system]
+    s = sessions(user["name"])
+    spawn_in_browser(s, None, f"{system}|login", shot_prefix=f"{user['name']}-login-node")
+    host, uid, version = run_cell(s, "")
+    login_nodes = nodes_of(site, system, "login_group")
+    assert host in login_nodes, f"the cell ran on {host}, not on a login node of {system} ({login_nodes})"
+    assert uid == mapping["uid"], f"the cell ran as uid {uid}, not as {user['name']}'s {mapping['uid']}"
+    hub_version = s.api.request("GET", "/hub/api/")[1]["version"]
+    assert version == hub_version, f"jupyterhub-singleuser {version} differs from the hub's {hub_version}"
+    assert lab_processes(site, system, uid), "no process of the user while the lab runs (wrong uid check?)"
+
+    s.api.stop(user["name"], "")
+    wait_gone(f"processes of uid {uid} on {system}", lambda: lab_processes(site, system, uid))
+    assert not slurm_jobs(site, system, mapping["xlogin"])
+
+
+def test_lab_through_slurm_runs_on_a_compute_node_and_stops_cleanly(site, sessions):
+    system = first_system(site)
+    user = mapped_users(site, system)[0]
+    mapping = user["systems"][system]
+    partition = next(p for p in site["systems"][system]["partitions"] if p.get("default")) \
+        if any(p.get("default") for p in site["systems"][system]["partitions"]) else site["systems"][system]["partitions"][0]
+    s = sessions(user["name"])
+    spawn_in_browser(s, "batch", f"{system}|{partition['name']}", nodes=1, runtime=10,
+                     shot_prefix=f"{user['name']}-batch")
+    host, uid, _ = run_cell(s, "batch")
+    compute = nodes_of(site, system, "compute_group")
+    assert host in compute, f"the cell ran on {host}, not on a compute node of {system} ({compute})"
+    assert uid == mapping["uid"]
+    jobs = slurm_jobs(site, system, mapping["xlogin"])
+    assert len(jobs) == 1 and jobs[0][1] == "RUNNING" and jobs[0][2] == host, jobs
+
+    s.api.stop(user["name"], "batch")
+    wait_gone(f"Slurm jobs of {mapping['xlogin']}", lambda: slurm_jobs(site, system, mapping["xlogin"]))
+    wait_gone(f"processes of uid {uid} on {system}", lambda: lab_processes(site, system, uid))
+
+
+def test_every_system_runs_labs_through_its_own_route(site, sessions):
+    """Each HPC system (its own UNICORE/X, TSI and route to the hub) starts a lab on its login node."""
+    tried = []
+    for system in sorted(site["systems"]):
+        conf = site["systems"][system]
+        users = mapped_users(site, system)
+        if not conf.get("login_node_jupyter") or not users:
+            continue
+        user = users[0]
+        s = sessions(user["name"])
+        name = f"route-{system}"[:30]
+        status, body = s.api.start(s.user, name, {"system": system, "target": "login"})
+        assert status in (201, 202), (system, status, body)
+        try:
+            s.api.wait_ready(s.user, name)
+            host, uid, _ = run_cell(s, name)
+            assert host in nodes_of(site, system, "login_group"), (system, host)
+            assert uid == user["systems"][system]["uid"], (system, uid)
+            tried.append(f"{system} ({conf.get('jupyter_route', 'unicore')})")
+        finally:
+            s.api.stop(s.user, name)
+    assert len(tried) >= 2, f"the test inventory should offer login-node labs on two systems; tried {tried}"
+
+
+def test_two_users_each_run_as_themselves_and_cannot_open_the_others_lab(site, sessions):
+    system = first_system(site)
+    users = mapped_users(site, system)[:2]
+    assert len(users) == 2, f"the test inventory needs two users mapped on {system}"
+    a, b = (sessions(u["name"]) for u in users)
+    for s in (a, b):
+        status, body = s.api.start(s.user, "lab", {"system": system, "target": "login"})
+        assert status in (201, 202), (s.user, status, body)
+    for s, u in ((a, users[0]), (b, users[1])):
+        s.api.wait_ready(s.user, "lab")
+        host, uid, _ = run_cell(s, "lab")
+        assert uid == u["systems"][system]["uid"], (s.user, uid)
+    # Each user's token is refused by the other's lab, and so is each user's browser.
+    for s, other in ((a, b), (b, a)):
+        status, _ = s.api.request("GET", HubClient.lab(other.user, "lab") + "api/status")
+        assert status == 403, f"{s.user} got {status} from {other.user}'s lab"
+        s.driver.get(f"{s.url}/user/{other.user}/lab/lab")
+        browser.wait_for("the refusal page", lambda: "403" in s.driver.find_element(By.TAG_NAME, "body").text, 30)
+        browser.shot(s.driver, f"{s.user}-05-refused-{other.user}")
+    for s in (a, b):
+        s.api.stop(s.user, "lab")
+
+
+def test_a_hub_restart_keeps_running_labs_reachable(site, sessions):
+    system = first_system(site)
+    user = mapped_users(site, system)[0]
+    uid = user["systems"][system]["uid"]
+    s = sessions(user["name"])
+    status, body = s.api.start(s.user, "lab", {"system": system, "target": "login"})
+    assert status in (201, 202), (status, body)
+    s.api.wait_ready(s.user, "lab")
+    before = lab_processes(site, system, uid)
+    hub = _host(site["hub"])
+    hub.run_expect([0], "systemctl restart jupyterhub.service")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if s.api.request("GET", HubClient.lab(s.user, "lab") + "api/status", timeout=10)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(2)
+    else:
+        pytest.fail("the lab did not answer through the hub within 120 s of the hub restart")
+    host, got_uid, _ = run_cell(s, "lab")
+    assert got_uid == uid
+    assert s.api.server(s.user, "lab")["ready"]
+    # The very same lab (same processes), not a new start.
+    jupyter = lambda procs: sorted(p for ps in procs.values() for p in ps if "jupyterhub-singleuser" in p)  # noqa: E731
+    assert jupyter(lab_processes(site, system, uid)) == jupyter(before)
+    s.api.stop(s.user, "lab")
+
+
+def test_an_unmapped_user_is_refused_on_the_spawn_page_within_seconds(site, sessions):
+    systems = set(site["systems"])
+    candidates = [(u, sorted(systems - set(u.get("systems", {})))) for u in site["users"].values()]
+    user, missing = next(((u, m) for u, m in candidates if m and u.get("systems")), (None, None))
+    assert user, "the test inventory needs a user who is mapped on one system and not on another"
+    system = missing[0]
+    display = site["systems"][system]["display_name"]
+    s = sessions(user["name"])
+    d = s.driver
+    d.get(f"{s.url}/hub/spawn/{s.user}/refused")
+    select = browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30)
+    offered = [o.get_attribute("value") for o in select.find_elements(By.TAG_NAME, "option")]
+    assert not any(v.startswith(system + "|") for v in offered), f"the form offers {system} to {s.user}: {offered}"
+    # A crafted request for it, as a hand-made form post would send it.
+    target = "login" if site["systems"][system].get("login_node_jupyter") else site["systems"][system]["partitions"][0]["name"]
+    d.execute_script("""var o = document.createElement('option'); o.value = arguments[0]; o.text = 'crafted';
+                        var s = document.getElementById('ihpc-target'); s.appendChild(o); s.value = arguments[0];""",
+                     f"{system}|{target}")
+    started = time.time()
+    d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+    message = browser.wait_for("the refusal on the spawn page", lambda: next(
+        (e.text for e in d.find_elements(By.CSS_SELECTOR, ".spawn-error-msg") if "no account" in e.text), None), 15)
+    elapsed = time.time() - started
+    browser.shot(d, f"{s.user}-06-unmapped-{system}")
+    assert f"{s.user} has no account on {display} ({system})" in message
+    assert elapsed < 10, f"the refusal took {elapsed:.1f} s"
+    assert not s.api.server(s.user, "refused")
+    s.api.remove_all(s.user)
+
+
+def wait_hub(site, timeout=120):
+    hub = _host(site["hub"])
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if hub.run("python3 -c 'import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:8081/hub/api/\")'").rc == 0:
+            return
+        time.sleep(2)
+    pytest.fail(f"the hub did not answer within {timeout} s of its restart")
+
+
+def test_a_start_that_unicore_refuses_fails_on_the_spawn_page_within_seconds(site, sessions):
+    """The inventory and UNICORE's user mapping disagree: the hub offers a system (here: told
+    so by a drop-in in conf.d, removed afterwards), UNICORE/X has no mapping for the user."""
+    candidates = [(u, sorted(set(site["systems"]) - set(u.get("systems", {})))) for u in site["users"].values()]
+    user, missing = next(((u, m) for u, m in candidates if m and u.get("systems")), (None, None))
+    assert user, "the test inventory needs a user who is mapped on one system and not on another"
+    system = missing[0]
+    conf = site["systems"][system]
+    target = "login" if conf.get("login_node_jupyter") else conf["partitions"][0]["name"]
+    hub = _host(site["hub"])
+    dropin = "/etc/jupyterhub/conf.d/zz-behaviour-test-unicore-refusal.py"
+    code = (f"import ihpc_hub\nihpc_hub.SETTINGS['users'].setdefault({user['name']!r}, {{}})[{system!r}] = "
+            f"{{'projects': []}}\n")
+    encoded = base64.b64encode(code.encode()).decode()
+    hub.run_expect([0], f"echo {encoded} | base64 -d > {dropin} && chgrp jupyterhub {dropin} && chmod 0640 {dropin}"
+                        " && systemctl restart jupyterhub.service")
+    try:
+        wait_hub(site)
+        s = sessions(user["name"])
+        d = s.driver
+        d.get(f"{s.url}/hub/spawn/{s.user}/unmapped")
+        Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30)) \
+            .select_by_value(f"{system}|{target}")
+        if target != "login":
+            d.find_element(By.ID, "ihpc-runtime").clear()
+            d.find_element(By.ID, "ihpc-runtime").send_keys("5")
+        started = time.time()
+        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        shown = browser.wait_for("UNICORE's refusal on the page", lambda: next(
+            (e.text for e in d.find_elements(By.CSS_SELECTOR, ".spawn-error-msg, #progress-message, #progress-log")
+             if "does not know your account" in e.text), None), 30)
+        elapsed = time.time() - started
+        browser.shot(d, f"{s.user}-10-unicore-refused-{system}")
+        assert conf["display_name"] in shown
+        assert elapsed < 15, f"UNICORE's refusal took {elapsed:.1f} s to reach the page"
+        assert not (s.api.server(s.user, "unmapped") or {}).get("ready")
+        s.api.remove_all(s.user)
+    finally:
+        hub.run(f"rm -f {dropin} && systemctl restart jupyterhub.service")
+        wait_hub(site)
+
+
+def test_values_outside_the_partition_limits_are_refused_before_submission(site, sessions):
+    system = first_system(site)
+    user = mapped_users(site, system)[0]
+    part = site["systems"][system]["partitions"][0]
+    s = sessions(user["name"])
+    before = slurm_jobs(site, system, user["systems"][system]["xlogin"])
+    too_many = (part.get("max_nodes") or 1000) + 1
+    status, body = s.api.start(s.user, "limits", {"system": system, "target": part["name"], "nodes": too_many,
+                                                  "runtime": 5})
+    assert status == 400 and f"not {too_many}" in json.dumps(body), (status, body)
+    if part.get("max_runtime_minutes"):
+        status, body = s.api.start(s.user, "limits", {"system": system, "target": part["name"], "nodes": 1,
+                                                      "runtime": part["max_runtime_minutes"] + 1})
+        assert status == 400 and "minutes" in json.dumps(body), (status, body)
+    assert not s.api.server(s.user, "limits")
+    assert slurm_jobs(site, system, user["systems"][system]["xlogin"]) == before
+    s.api.remove_all(s.user)
+
+
+def test_a_queued_start_shows_progress_and_can_be_cancelled(site, sessions):
+    system = first_system(site)
+    user = mapped_users(site, system)[0]
+    xlogin = user["systems"][system]["xlogin"]
+    part = site["systems"][system]["partitions"][0]["name"]
+    compute = nodes_of(site, system, "compute_group")
+    login = _host(nodes_of(site, system, "login_group")[0])
+    # Fill every compute node of the partition, so that the lab's job has to wait.
+    blocker = login.check_output(f"su -s /bin/bash {xlogin} -c 'cd /tmp && sbatch --parsable -p {part} "
+                                 f"-N {len(compute)} -t 10 --wrap \"sleep 600\"'").strip()
+    try:
+        s = sessions(user["name"])
+        d = s.driver
+        d.get(f"{s.url}/hub/spawn/{s.user}/queued")
+        Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30)) \
+            .select_by_value(f"{system}|{part}")
+        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        browser.wait_for("the progress page", lambda: "/spawn-pending/" in d.current_url, 60)
+        browser.wait_for("the queue state on the progress page",
+                         lambda: "PENDING" in d.find_element(By.ID, "progress-message").text, 120)
+        browser.shot(d, f"{s.user}-07-queued-progress")
+        queued = [j for j in slurm_jobs(site, system, xlogin) if j[0] != blocker]
+        assert len(queued) == 1 and queued[0][1] == "PENDING", queued
+        d.find_element(By.ID, "ihpc-cancel").click()
+        browser.wait_for("the home page after cancelling", lambda: d.current_url.endswith("/hub/home"), 60)
+        browser.shot(d, f"{s.user}-08-cancelled")
+        wait_gone("the lab's queued Slurm job",
+                  lambda: [j for j in slurm_jobs(site, system, xlogin) if j[0] != blocker], 60)
+        assert not (s.api.server(s.user, "queued") or {}).get("ready")
+        s.api.remove_all(s.user)
+    finally:
+        login.run(f"scancel {blocker}")
+
+
+def test_a_failed_start_shows_the_job_logs(site, sessions):
+    system = first_system(site)
+    user = mapped_users(site, system)[0]
+    xlogin = user["systems"][system]["xlogin"]
+    login = _host(nodes_of(site, system, "login_group")[0])
+    home = login.check_output(f"getent passwd {xlogin} | cut -d: -f6").strip()
+    marker = "ihpc-test: this lab must not start"
+    conf = f"{home}/.jupyter/jupyter_server_config.py"
+    login.run_expect([0], f"su -s /bin/bash {xlogin} -c 'mkdir -p {home}/.jupyter && "
+                          f"echo \"raise SystemExit(\\\"{marker}\\\")\" > {conf}'")
+    try:
+        s = sessions(user["name"])
+        d = s.driver
+        d.get(f"{s.url}/hub/spawn/{s.user}/broken")
+        Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30)) \
+            .select_by_value(f"{system}|login")
+        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+
+        def failure_shown():
+            body = d.find_element(By.TAG_NAME, "body")
+            for details in d.find_elements(By.TAG_NAME, "details"):
+                d.execute_script("arguments[0].open = true", details)
+            return marker in body.text and "ended before JupyterLab was up" in body.text
+
+        browser.wait_for("the failure with the job's stderr on the page", failure_shown, 180, interval=2)
+        browser.shot(d, f"{s.user}-09-failed-start-logs")
+        assert not (s.api.server(s.user, "broken") or {}).get("ready")
+        s.api.remove_all(s.user)
+    finally:
+        login.run(f"rm -f {conf}")
