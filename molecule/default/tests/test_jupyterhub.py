@@ -196,8 +196,9 @@ def wait_gone(what, check, timeout=60):
     pytest.fail(f"{what} still there {timeout} s after the stop: {left}")
 
 
-def spawn_in_browser(s, server, target, nodes=None, runtime=None, shot_prefix=None, timeout=600):
-    """Fills in the spawn form, submits it and waits for JupyterLab; returns the seconds it took.
+def submit_spawn_form(s, server, target, nodes=None, runtime=None, shot_prefix=None):
+    """Opens the spawn form, picks target ("<system>|login" or "<system>|<partition>"), fills in
+    nodes and runtime where given and submits it; returns the time of the submit.
     server None: the form the hub shows right after login (the unnamed default lab)."""
     d = s.driver
     d.get(f"{s.url}/hub/spawn" if server is None else f"{s.url}/hub/spawn/{s.user}/{server}")
@@ -212,6 +213,13 @@ def spawn_in_browser(s, server, target, nodes=None, runtime=None, shot_prefix=No
         browser.shot(d, f"{shot_prefix}-02-spawn-form")
     started = time.time()
     d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+    return started
+
+
+def spawn_in_browser(s, server, target, nodes=None, runtime=None, shot_prefix=None, timeout=600):
+    """Fills in the spawn form, submits it and waits for JupyterLab; returns the seconds it took."""
+    d = s.driver
+    started = submit_spawn_form(s, server, target, nodes, runtime, shot_prefix)
     progress_shot = [False]
 
     def lab_loaded():
@@ -418,14 +426,8 @@ def test_a_start_that_unicore_refuses_fails_on_the_spawn_page_within_seconds(sit
         wait_hub(site)
         s = sessions(user["name"])
         d = s.driver
-        d.get(f"{s.url}/hub/spawn/{s.user}/unmapped")
-        Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30)) \
-            .select_by_value(f"{system}|{target}")
-        if target != "login":
-            d.find_element(By.ID, "ihpc-runtime").clear()
-            d.find_element(By.ID, "ihpc-runtime").send_keys("5")
-        started = time.time()
-        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        started = submit_spawn_form(s, "unmapped", f"{system}|{target}",
+                                    runtime=None if target == "login" else 5)
         shown = browser.wait_for("UNICORE's refusal on the page", lambda: next(
             (e.text for e in d.find_elements(By.CSS_SELECTOR, ".spawn-error-msg, #progress-message, #progress-log")
              if "does not know your account" in e.text), None), 30)
@@ -472,10 +474,7 @@ def test_a_queued_start_shows_progress_and_can_be_cancelled(site, sessions):
     try:
         s = sessions(user["name"])
         d = s.driver
-        d.get(f"{s.url}/hub/spawn/{s.user}/queued")
-        Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30)) \
-            .select_by_value(f"{system}|{part}")
-        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        submit_spawn_form(s, "queued", f"{system}|{part}")
         browser.wait_for("the progress page", lambda: "/spawn-pending/" in d.current_url, 60)
         browser.wait_for("the queue state on the progress page",
                          lambda: "PENDING" in d.find_element(By.ID, "progress-message").text, 120)
@@ -506,10 +505,7 @@ def test_a_failed_start_shows_the_job_logs(site, sessions):
     try:
         s = sessions(user["name"])
         d = s.driver
-        d.get(f"{s.url}/hub/spawn/{s.user}/broken")
-        Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30)) \
-            .select_by_value(f"{system}|login")
-        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        submit_spawn_form(s, "broken", f"{system}|login")
 
         def failure_shown():
             body = d.find_element(By.TAG_NAME, "body")
