@@ -148,16 +148,10 @@ class Browser:
         return self.driver.execute_script("return document.body ? document.body.innerText : ''") or ""
 
     def wait(self, condition, what, timeout=None):
-        deadline = time.monotonic() + (timeout or self.timeout)
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                last = condition()
-                if last:
-                    return last
-            except Exception:  # pylint: disable=broad-except  # pages change under our feet
-                last = None
-            time.sleep(0.5)
+        try:
+            return wait_for(what, condition, timeout or self.timeout)
+        except TimeoutError:
+            pass
         self.screenshot("timeout")
         raise AssertionError(f"{what}: not reached within {timeout or self.timeout} s; at {self.url}: "
                              f"{self.text()[:500]!r}")
