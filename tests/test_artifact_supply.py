@@ -1,4 +1,4 @@
-"""Tests of the controller-side artifact cache (roles/artifact_supply, library/maven_closure.py).
+"""Tests of the controller-side artifact cache (roles/artifact_supply and its maven_closure module).
 
 The standard set (UNICORE/X, Gateway, XUUDB, Unity) and a small self-test set are resolved into
 the real user cache, so a warm cache makes these tests fast. Tests that damage or empty a cache
@@ -125,7 +125,7 @@ def stub_maven(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def load_module():
-    spec = importlib.util.spec_from_file_location("maven_closure", ROOT / "library" / "maven_closure.py")
+    spec = importlib.util.spec_from_file_location("maven_closure", ROOT / "roles" / "artifact_supply" / "library" / "maven_closure.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -54,7 +54,7 @@ def test_tsi_url_needs_a_checksum(inventory):
 
 
 def test_resolver_refuses_a_missing_file_repository():
-    spec = importlib.util.spec_from_file_location("maven_closure", REPO / "library" / "maven_closure.py")
+    spec = importlib.util.spec_from_file_location("maven_closure", REPO / "roles" / "artifact_supply" / "library" / "maven_closure.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     with pytest.raises(module.ClosureError, match="does not exist .no directory /srv/no-such-mirror/maven."):

@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,14 +49,25 @@ UNUSABLE_HOST_VARS = {
 }
 
 
-def _load_plugin():
-    spec = importlib.util.spec_from_file_location("site_model", REPO / "filter_plugins" / "site_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The filter plugin files of the validation, one per concern (docs/inventory.md, "Validation").
+PLUGIN_FILES = ("site_model_checks", "site_model_messages", "site_model_variables", "site_model_placeholders")
 
 
-site_model = _load_plugin()
+def _load_filters():
+    """Every validation filter by name, taken from the files' FilterModule as Ansible takes them."""
+    filters = {}
+    for name in PLUGIN_FILES:
+        spec = importlib.util.spec_from_file_location(name, REPO / "filter_plugins" / (name + ".py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        provided = module.FilterModule().filters()
+        # Ansible would let one file's filter silently replace another's of the same name.
+        assert not set(provided) & set(filters), "%s redefines %s" % (name, sorted(set(provided) & set(filters)))
+        filters.update(provided)
+    return types.SimpleNamespace(**filters)
+
+
+site_model = _load_filters()
 
 
 # --- mutations of the molecule inventory -------------------------------------------------
@@ -163,9 +175,9 @@ BAD_CASES = [
      ["hpc_systems.c1.partitions[0].name: 'Default' is reserved by Slurm"], "validate.yml", []),
     ("partition-name-invalid", lambda i: _c1(i)["partitions"][0].update(name="my batch"),
      ["hpc_systems.c1.partitions[0].name: 'my batch' is not a valid Slurm partition name"], None, []),
-    ("partition-duplicate", lambda i: _c1(i)["partitions"].append({"name": "batch"}),
+    ("partition-duplicate", lambda i: _c1(i)["partitions"].insert(1, {"name": "batch"}),
      ["hpc_systems.c1.partitions[1].name: partition 'batch' is defined twice"], "validate.yml", []),
-    ("partition-two-defaults", lambda i: _c1(i)["partitions"].append({"name": "gpu", "default": True}),
+    ("partition-two-defaults", lambda i: _c1(i)["partitions"].insert(1, {"name": "gpu", "default": True}),
      ["hpc_systems.c1.partitions[1].default: only one partition per system may be the default"], None, []),
     ("partition-foreign-node", lambda i: _c1(i)["partitions"][0].update(nodes=["c1-node1", "c2-login"]),
      ["hpc_systems.c1.partitions[0].nodes: host 'c2-login' is not in compute group 'c1_compute'"], "validate.yml", []),

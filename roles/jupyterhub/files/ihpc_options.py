@@ -1,12 +1,19 @@
-"""The spawn form and the check of every start request, from the site's inventory.
+"""The spawn form, the check of every start request and the UNICORE job, from the site's inventory.
 
 Pure functions of the settings in site.json (no JupyterHub import), so that they can be
 tested on their own (tests/test_jupyterhub_options.py). ihpc_hub.py uses them for the form,
-for form posts and for REST API starts alike.
+for form posts and for REST API starts alike, and builds each start's job with them.
 """
 
 import html
 import re
+import shlex
+
+# Names in the job directory; the start script reads the environment file.
+START_SCRIPT = "ihpc-start.sh"
+ENV_FILE = ".ihpc-env"
+# The rest of the spawner's environment (PATH, LANG, ...) describes the hub host, not the HPC node.
+JOB_ENV_PREFIXES = ("JUPYTERHUB_", "JUPYTER_")
 
 
 # ---- options: the form and its validation (pure functions of the settings) ---------------------
@@ -113,6 +120,38 @@ def validate_options(settings, username, options):
     elif project:
         raise OptionsError(f"You have no projects on {display}; leave the project empty.")
     return result
+
+
+# ---- the UNICORE job (a pure function of the validated options) ---------------------------------
+def job_env_file(env):
+    """The job's environment file: a quoted export per JupyterHub variable, sorted by name."""
+    return "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in sorted(env.items())
+                   if k.startswith(JOB_ENV_PREFIXES))
+
+
+def job_description(script_text, server_name, options, env):
+    """The UNICORE job JSON that starts a lab: options as validate_options returns them, the
+    system's start script and the spawner's environment; server_name is empty for the default server."""
+    server = server_name or "default"
+    job = {
+        "Name": f"jupyterlab-{server}",
+        "Executable": "/bin/bash",
+        "Arguments": [START_SCRIPT],
+        "Imports": [
+            {"From": "inline://ihpc", "To": START_SCRIPT, "Data": script_text},
+            {"From": "inline://ihpc", "To": ENV_FILE, "Data": job_env_file(env)},
+        ],
+        "Tags": ["jupyterhub", f"jupyterhub-server-{server}"],
+    }
+    if options["target"] == "login":
+        job["Job type"] = "ON_LOGIN_NODE"
+    else:
+        job["Job type"] = "batch"
+        job["Resources"] = {"Queue": options["target"], "Nodes": str(options["nodes"]),
+                            "Runtime": str(options["runtime"] * 60)}
+        if options.get("project"):
+            job["Project"] = options["project"]
+    return job
 
 
 def render_form(settings, username):

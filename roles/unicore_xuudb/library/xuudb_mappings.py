@@ -127,6 +127,42 @@ def row(entry):
     return ";".join([entry["gcid"], normalise_dn(entry["dn"]), entry["xlogin"], entry["role"], entry["projects"]])
 
 
+def clean_mappings(mappings):
+    """The requested mappings with blanks stripped; raises XuudbError for an incomplete one."""
+    desired = [dict(m) for m in mappings]
+    for entry in desired:
+        for key in ("gcid", "dn", "xlogin", "role", "projects"):
+            entry[key] = (entry.get(key) or "").strip()
+        if not entry["gcid"] or not entry["dn"] or not entry["xlogin"]:
+            raise XuudbError("every mapping needs gcid, dn and xlogin: %s" % entry)
+    return desired
+
+
+def case_blind_rows(entries):
+    return sorted(set(row(e).lower() for e in entries))
+
+
+def compare(desired, current):
+    """What an import must change so that the XUUDB holds exactly `desired` (no I/O).
+
+    Returns want and have (the distinct rows), added and removed (rows), changed, and
+    to_import: one entry per mapping, for the server's clean import.
+    """
+    want = sorted(set(row(e) for e in desired))
+    have = sorted(set(row(e) for e in current))
+    # The server may store DNs in another letter case: compare case-blind.
+    want_cmp = {r.lower(): r for r in want}
+    have_cmp = {r.lower(): r for r in have}
+    added = [want_cmp[k] for k in sorted(set(want_cmp) - set(have_cmp))]
+    removed = [have_cmp[k] for k in sorted(set(have_cmp) - set(want_cmp))]
+    return dict(
+        want=want, have=have, added=added, removed=removed,
+        # A row the database holds twice is a difference too: the clean import drops the copy.
+        changed=bool(added or removed) or len(current) != len(have),
+        to_import=list({row(e).lower(): e for e in desired}.values()),
+    )
+
+
 class Client:
     def __init__(self, params):
         url = urllib.parse.urlsplit(params["url"])
@@ -192,33 +228,22 @@ def main():
         ),
         supports_check_mode=True,
     )
-    desired = [dict(m) for m in module.params["mappings"]]
-    for entry in desired:
-        for key in ("gcid", "dn", "xlogin", "role", "projects"):
-            entry[key] = (entry.get(key) or "").strip()
-        if not entry["gcid"] or not entry["dn"] or not entry["xlogin"]:
-            module.fail_json(msg="every mapping needs gcid, dn and xlogin: %s" % entry)
+    try:
+        desired = clean_mappings(module.params["mappings"])
+    except XuudbError as exc:
+        module.fail_json(msg=str(exc))
     try:
         client = Client(module.params)
-        current = client.list()
-        want = sorted(set(row(e) for e in desired))
-        have = sorted(set(row(e) for e in current))
-        # The server may store DNs in another letter case: compare case-blind.
-        want_cmp = {r.lower(): r for r in want}
-        have_cmp = {r.lower(): r for r in have}
-        added = [want_cmp[k] for k in sorted(set(want_cmp) - set(have_cmp))]
-        removed = [have_cmp[k] for k in sorted(set(have_cmp) - set(want_cmp))]
-        changed = bool(added or removed) or len(current) != len(have)
-        result = dict(changed=changed, added=added, removed=removed,
-                      diff=dict(before="\n".join(have) + "\n", after="\n".join(want) + "\n",
+        plan = compare(desired, client.list())
+        result = dict(changed=plan["changed"], added=plan["added"], removed=plan["removed"],
+                      diff=dict(before="\n".join(plan["have"]) + "\n", after="\n".join(plan["want"]) + "\n",
                                 before_header="XUUDB", after_header="inventory"))
-        if changed and not module.check_mode:
-            unique = {row(e).lower(): e for e in desired}
-            client.replace(list(unique.values()))
-            after = sorted(set(row(e).lower() for e in client.list()))
-            if after != sorted(want_cmp):
+        if plan["changed"] and not module.check_mode:
+            client.replace(plan["to_import"])
+            after = case_blind_rows(client.list())
+            if after != case_blind_rows(desired):
                 module.fail_json(msg="the XUUDB does not hold the imported mappings afterwards: %s" % after, **result)
-        result["count"] = len(want)
+        result["count"] = len(plan["want"])
         module.exit_json(**result)
     except (XuudbError, OSError, ssl.SSLError) as exc:
         module.fail_json(msg=str(exc))
