@@ -244,3 +244,44 @@ def test_mutual_tls_between_service_hosts(node, runner, site, tls_pair):
         assert "certificate required" in refused.stderr or "handshake failure" in refused.stderr, refused.stderr
     finally:
         tls.stop()
+
+
+def _tls_services(node, runner):
+    """(service, host, port, probing host, client certificate?) of every TLS listener of the site.
+
+    Addresses come from site_services (vars_plugins/site_model.yml), as every client of the site
+    reads them. The TSI is probed from its UNICORE/X host with that host's certificate: TSI
+    11.0.1 ends on a connection that does not complete the handshake (docs/unicore.md).
+    """
+    any_host = node(runner.get_hosts("all")[0])
+    services = any_host.ansible("ansible.builtin.debug", "var=site_services")["site_services"]
+    systems = any_host.ansible("ansible.builtin.debug", "var=site_systems")["site_systems"]
+    hub = services["hub"]["host"]
+    public = services["hub"]["url"].split("://", 1)[-1].split("/", 1)[0]
+    out = [("hub (proxy)", hub, int(public.split(":")[1]) if ":" in public else 443, hub, False)]
+    for name in ("unity", "gateway", "xuudb"):
+        out.append((name, services[name]["host"], services[name]["port"], hub, False))
+    for system, ux in sorted(services["unicorex"].items()):
+        out.append((f"UNICORE/X {system}", ux["host"], ux["port"], hub, False))
+        if systems[system]["unicore_tsi_mode"] == "remote":
+            for login in systems[system]["login_hosts"]:
+                out.append((f"TSI {system}", login, ux["tsi_port"], ux["host"], True))
+    return out
+
+
+def test_every_tls_service_presents_its_hosts_current_certificate(node, runner, site):
+    """After a renewal (docs/pki.md) each service must serve the host's new certificate: UNICORE's
+    Java servers reload it, the TSI, Unity and the hub's proxy restart on the "site credential
+    changed" check. Serials are compared with the host's certificate file."""
+    stale = []
+    for service, host_name, port, probe_from, client_cert in _tls_services(node, runner):
+        want = node(host_name).check_output(f"openssl x509 -noout -serial -in {HOST_CERT}")
+        creds = f"-cert {HOST_CERT} -key {HOST_KEY}" if client_cert else ""
+        name = fqdn(site, host_name)
+        got = node(probe_from).run(
+            f"timeout 20 openssl s_client -connect {name}:{port} -servername {name} {creds} </dev/null 2>/dev/null"
+            " | openssl x509 -noout -serial")
+        if got.stdout.strip() != want:
+            stale.append(f"{service} on {host_name}:{port} presents {got.stdout.strip() or 'nothing'}, "
+                         f"the host's certificate is {want}")
+    assert not stale, "\n".join(stale)

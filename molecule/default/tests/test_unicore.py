@@ -235,6 +235,24 @@ def test_batch_job_runs_through_slurm_on_two_nodes(client, site):
     assert sorted(set(lines) & set(nodes)) == nodes[:2], res
 
 
+def test_a_partition_without_limits_takes_a_two_node_two_hour_request(client, site):
+    # docs/inventory.md: a partition without max_nodes / max_runtime_minutes has no limit. Slurm
+    # applies none and the spawn form shows none, so UNICORE must not refuse what they accept.
+    system = "c1"
+    unlimited = [p["name"] for p in site["hpc_systems"][system]["partitions"]
+                 if "max_nodes" not in p and "max_runtime_minutes" not in p]
+    assert unlimited, f"the test inventory gives {system} no partition without limits"
+    user, xlogin = _first_mapped(site, system)
+    nodes = sorted(h.split(".")[0] for h in INVENTORY.get_hosts(site["hpc_systems"][system]["compute_group"]))
+    res = _run_job(client, site, system, user, {
+        "Executable": "echo USER=$(id -un) LIMIT=$(squeue -h -j $SLURM_JOB_ID -o %l); srun -N 2 -n 2 hostname -s | sort",
+        "Resources": {"Queue": unlimited[0], "Nodes": "2", "Runtime": str(2 * 3600)}}, wait=600)
+    assert res["status"] == "SUCCESSFUL", res
+    lines = res["stdout"].split()
+    assert f"USER={xlogin}" in lines and "LIMIT=2:00:00" in lines, res
+    assert sorted(set(lines) & set(nodes)) == nodes[:2], res
+
+
 def _wait_unicorex(site, system, timeout=180):
     unicore = _host(site["hpc_systems"][system]["unicorex_host"])
     port = site["hpc_systems"][system]["unicorex_port"]

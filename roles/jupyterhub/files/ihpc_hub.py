@@ -22,7 +22,6 @@ import asyncio
 import html
 import json
 import os
-import shlex
 import ssl
 import time
 from datetime import datetime
@@ -35,14 +34,12 @@ from tornado import web
 from traitlets import Integer
 from unicorespawner import UnicoreSpawner
 
-from ihpc_options import OptionsError, render_form, validate_options
+from ihpc_options import OptionsError, job_description, render_form, validate_options
 from ihpc_tunnel import UnicoreTunnel
 
 SETTINGS = {}
 FINAL_STATES = ("SUCCESSFUL", "FAILED")
 LAB_FILE = "ihpc-lab.json"
-START_SCRIPT = "ihpc-start.sh"
-ENV_FILE = ".ihpc-env"
 
 
 # ---- options: the form and its validation live in ihpc_options (no hub imports) -------------------
@@ -192,32 +189,12 @@ class IhpcSpawner(UnicoreSpawner):
         self.custom_port = 0  # a fresh hub-side port for every start
         return await super().start()
 
-    # -- the job --
+    # -- the job: ihpc_options builds it from the validated options --
     def job_description(self, options, env):
         conf = SETTINGS["systems"][options["system"]]
         with open(conf["start_script"]) as f:
             script = f.read()
-        env_text = "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in sorted(env.items())
-                           if k.startswith(("JUPYTERHUB_", "JUPYTER_")))
-        job = {
-            "Name": f"jupyterlab-{self.name or 'default'}",
-            "Executable": "/bin/bash",
-            "Arguments": [START_SCRIPT],
-            "Imports": [
-                {"From": "inline://ihpc", "To": START_SCRIPT, "Data": script},
-                {"From": "inline://ihpc", "To": ENV_FILE, "Data": env_text},
-            ],
-            "Tags": ["jupyterhub", f"jupyterhub-server-{self.name or 'default'}"],
-        }
-        if options["target"] == "login":
-            job["Job type"] = "ON_LOGIN_NODE"
-        else:
-            job["Job type"] = "batch"
-            job["Resources"] = {"Queue": options["target"], "Nodes": str(options["nodes"]),
-                                "Runtime": str(options["runtime"] * 60)}
-            if options.get("project"):
-                job["Project"] = options["project"]
-        return job
+        return job_description(script, self.name, options, env)
 
     async def _client(self):
         conf = self._system()
@@ -431,7 +408,7 @@ def configure(c, path):
     a = c.IhpcOAuthenticator
     a.client_id = s["oauth"]["client_id"]
     a.client_secret = os.environ["OAUTH_CLIENT_SECRET"]
-    a.oauth_callback_url = s["public_url"] + "/hub/oauth_callback"
+    a.oauth_callback_url = s["oauth"]["callback_url"]
     a.authorize_url = s["oauth"]["authorize_url"]
     a.token_url = s["oauth"]["token_url"]
     a.userdata_url = s["oauth"]["userdata_url"]
