@@ -14,11 +14,11 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_playbook
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = ROOT / "playbooks" / "artifacts.yml"
@@ -49,36 +49,29 @@ def real_cache() -> Path:
     return Path(base) / "ihpc" / "artifacts"
 
 
-def ansible_playbook() -> str:
-    candidate = ROOT / ".venv" / "bin" / "ansible-playbook"
-    return str(candidate) if candidate.exists() else shutil.which("ansible-playbook") or "ansible-playbook"
-
-
-def run_playbook(cache: Path, *args: str, extra: dict | None = None, path_prefix: Path | None = None,
-                 timeout: int = 3600, playbook: Path = PLAYBOOK) -> tuple[int, dict, str]:
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-        ANSIBLE_NOCOLOR="1",
-        IHPC_ARTIFACT_CACHE=str(cache),
-    )
+def run_artifacts(cache: Path, *args: str, extra: dict | None = None, path_prefix: Path | None = None,
+                  timeout: int = 3600, playbook: Path = PLAYBOOK) -> tuple[int, dict, dict, str]:
+    """Runs the playbook on the cache; returns its rc, its JSON report, its counters (recap) and stderr."""
+    env = {
+        # The JSON report gives each component's result. With profile_tasks (ansible.cfg) off it is
+        # all that stdout holds; the list names the stats callback, which runs anyway, because
+        # ansible-core 2.19 refuses an empty list.
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_CALLBACKS_ENABLED": "stats_file",
+        "IHPC_ARTIFACT_CACHE": str(cache),
+    }
     if path_prefix is not None:
-        env["PATH"] = "%s:%s" % (path_prefix, env.get("PATH", ""))
-    command = [ansible_playbook(), str(playbook), "-e", json.dumps({"artifact_supply_cache_dir": str(cache)})]
+        env["PATH"] = "%s:%s" % (path_prefix, os.environ.get("PATH", ""))
+    command = [playbook, "-e", json.dumps({"artifact_supply_cache_dir": str(cache)})]
     if extra:
         command += ["-e", json.dumps(extra)]
     command += list(args)
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    # The JSON report starts with a line holding only "{"; profile_tasks (ansible.cfg) prints around it.
-    out = proc.stdout
-    start = 0 if out.startswith("{\n") else out.find("\n{\n") + 1
+    proc = run_playbook(*command, env=env, cwd=ROOT, timeout=timeout)
     try:
-        if start < 0 or (start == 0 and not out.startswith("{\n")):
-            raise ValueError("no JSON report")
-        report, _ = json.JSONDecoder().raw_decode(out[start:])
+        report = json.loads(proc.stdout)
     except ValueError:
         pytest.fail("ansible-playbook printed no JSON (rc %s):\n%s\n%s" % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
-    return proc.returncode, report, proc.stderr
+    return proc.returncode, report, proc.recap, proc.stderr
 
 
 def item_results(report: dict) -> dict[str, dict]:
@@ -136,7 +129,7 @@ def load_module():
 @pytest.fixture(scope="module")
 def standard_set():
     cache = real_cache()
-    rc, report, stderr = run_playbook(cache)
+    rc, report, _, stderr = run_artifacts(cache)
     results = item_results(report)
     if rc != 0:
         failed = {name: r for name, r in results.items() if r.get("failed")}
@@ -171,9 +164,9 @@ def test_standard_set_resolves_and_verifies(standard_set):
 def test_standard_set_warm_run_runs_no_maven(standard_set, tmp_path):
     cache, _ = standard_set
     stub_dir, marker = stub_maven(tmp_path)
-    rc, report, stderr = run_playbook(cache, path_prefix=stub_dir)
+    rc, report, recap, stderr = run_artifacts(cache, path_prefix=stub_dir)
     assert rc == 0, stderr[-3000:]
-    assert report["stats"]["localhost"]["changed"] == 0
+    assert recap["localhost"]["changed"] == 0
     assert not marker.exists()
 
 
@@ -183,7 +176,7 @@ def test_standard_set_warm_run_runs_no_maven(standard_set, tmp_path):
 def selftest():
     """Resolve the self-test set into the real cache (only the first time needs the network)."""
     cache = real_cache()
-    rc, report, stderr = run_playbook(cache, extra={"artifact_supply_components": SELFTEST})
+    rc, report, _, stderr = run_artifacts(cache, extra={"artifact_supply_components": SELFTEST})
     results = item_results(report)
     assert rc == 0, "\n".join(str(r.get("msg")) for r in results.values()) or stderr[-3000:]
     return cache, results
@@ -211,19 +204,19 @@ def test_second_run_uses_no_maven(selftest, tmp_path):
     cache, _ = selftest
     stub_dir, marker = stub_maven(tmp_path)
     started = time.monotonic()
-    rc, report, stderr = run_playbook(cache, extra={"artifact_supply_components": SELFTEST}, path_prefix=stub_dir)
+    rc, report, recap, stderr = run_artifacts(cache, extra={"artifact_supply_components": SELFTEST}, path_prefix=stub_dir)
     assert rc == 0, stderr[-3000:]
     assert not marker.exists(), "mvn was called although the cache verifies"
     results = item_results(report)
     assert all(not r["changed"] and not r["resolved"] and "Maven not run" in r["msg"] for r in results.values())
-    assert report["stats"]["localhost"]["changed"] == 0
+    assert recap["localhost"]["changed"] == 0
     assert time.monotonic() - started < 120
 
 
 def test_offline_run_uses_verified_cache(selftest, tmp_path):
     cache, _ = selftest
     stub_dir, marker = stub_maven(tmp_path)
-    rc, report, stderr = run_playbook(
+    rc, report, _, stderr = run_artifacts(
         cache, extra={"artifact_supply_components": SELFTEST, "artifact_supply_offline": True}, path_prefix=stub_dir
     )
     assert rc == 0, stderr[-3000:]
@@ -241,7 +234,7 @@ def test_corrupted_jar_is_detected_on_a_copy(selftest, tmp_path):
     data[len(data) // 2] ^= 0xFF
     jar.write_bytes(bytes(data))
     stub_dir, marker = stub_maven(tmp_path)
-    rc, report, _ = run_playbook(
+    rc, report, _, _ = run_artifacts(
         copy_cache,
         extra={"artifact_supply_components": SELFTEST, "artifact_supply_select": ["selftest-jar"]},
         path_prefix=stub_dir,
@@ -255,7 +248,7 @@ def test_corrupted_jar_is_detected_on_a_copy(selftest, tmp_path):
     # A file that is not in the manifest counts as damage too.
     jar.write_bytes((real_dir / "lib" / "junit-4.13.2.jar").read_bytes())
     (copy_dir / "lib" / "stray.jar").write_bytes(b"x")
-    rc, report, _ = run_playbook(
+    rc, report, _, _ = run_artifacts(
         copy_cache,
         extra={"artifact_supply_components": SELFTEST, "artifact_supply_select": ["selftest-jar"]},
         path_prefix=stub_dir,
@@ -269,13 +262,13 @@ def test_corruption_repair_resolves_again(selftest, tmp_path):
     """on_corruption=resolve drops the bad file (also from the local repository) and resolves again."""
     copy_cache = tmp_path / "cache"
     extra = {"artifact_supply_components": SELFTEST[:1]}
-    rc, _, stderr = run_playbook(copy_cache, extra=extra)
+    rc, _, _, stderr = run_artifacts(copy_cache, extra=extra)
     assert rc == 0, stderr[-3000:]
     component_dir = copy_cache / "selftest-jar-4.13.2"
     good = sha256(component_dir / "lib" / "junit-4.13.2.jar")
     (component_dir / "lib" / "junit-4.13.2.jar").write_bytes(b"damaged")
     (copy_cache / "repository" / "junit" / "junit" / "4.13.2" / "junit-4.13.2.jar").write_bytes(b"damaged")
-    rc, report, stderr = run_playbook(copy_cache, extra={**extra, "artifact_supply_on_corruption": "resolve"})
+    rc, report, _, stderr = run_artifacts(copy_cache, extra={**extra, "artifact_supply_on_corruption": "resolve"})
     assert rc == 0, stderr[-3000:]
     assert item_results(report)["selftest-jar"]["resolved"]
     assert sha256(component_dir / "lib" / "junit-4.13.2.jar") == good
@@ -286,12 +279,12 @@ def test_check_mode(selftest, tmp_path):
     cache, _ = selftest
     stub_dir, marker = stub_maven(tmp_path)
     # Warm cache: nothing would change.
-    rc, report, stderr = run_playbook(cache, "--check", extra={"artifact_supply_components": SELFTEST}, path_prefix=stub_dir)
+    rc, report, recap, stderr = run_artifacts(cache, "--check", extra={"artifact_supply_components": SELFTEST}, path_prefix=stub_dir)
     assert rc == 0, stderr[-3000:]
-    assert report["stats"]["localhost"]["changed"] == 0
+    assert recap["localhost"]["changed"] == 0
     # Empty cache: reports would-change, resolves nothing, creates nothing, runs no Maven.
     empty = tmp_path / "empty-cache"
-    rc, report, stderr = run_playbook(empty, "--check", extra={"artifact_supply_components": SELFTEST}, path_prefix=stub_dir)
+    rc, report, _, stderr = run_artifacts(empty, "--check", extra={"artifact_supply_components": SELFTEST}, path_prefix=stub_dir)
     assert rc == 0, stderr[-3000:]
     results = item_results(report)
     assert all(r["changed"] and not r["resolved"] and r["msg"].startswith("would resolve") for r in results.values())
@@ -312,17 +305,17 @@ def test_push_installs_a_component_idempotently(selftest, tmp_path):
     )
     stub_dir, marker = stub_maven(tmp_path)
     extra = {"artifact_supply_components": SELFTEST}
-    rc, report, stderr = run_playbook(cache, "--check", extra=extra, path_prefix=stub_dir, playbook=playbook)
+    rc, report, _, stderr = run_artifacts(cache, "--check", extra=extra, path_prefix=stub_dir, playbook=playbook)
     assert rc == 0 and not dest.exists(), stderr[-3000:]
-    rc, report, stderr = run_playbook(cache, extra=extra, path_prefix=stub_dir, playbook=playbook)
+    rc, report, recap, stderr = run_artifacts(cache, extra=extra, path_prefix=stub_dir, playbook=playbook)
     assert rc == 0, stderr[-3000:]
-    assert report["stats"]["localhost"]["changed"] > 0
+    assert recap["localhost"]["changed"] > 0
     assert sorted(os.listdir(dest)) == ["SHA256SUMS", "extras", "lib"]
     assert (dest / "SHA256SUMS").read_bytes() == (Path(results["selftest-pom"]["component_dir"]) / "SHA256SUMS").read_bytes()
     assert_manifest_matches(dest)
     for args in ((), ("--check",)):
-        rc, report, stderr = run_playbook(cache, *args, extra=extra, path_prefix=stub_dir, playbook=playbook)
-        assert rc == 0 and report["stats"]["localhost"]["changed"] == 0, stderr[-3000:]
+        rc, report, recap, stderr = run_artifacts(cache, *args, extra=extra, path_prefix=stub_dir, playbook=playbook)
+        assert rc == 0 and recap["localhost"]["changed"] == 0, stderr[-3000:]
     assert not marker.exists()
     assert not list(cache.glob("*.push-*.tar"))
 
@@ -341,7 +334,7 @@ def test_pom_declared_repositories_are_not_used(tmp_path):
         "<version>1.0</version></dependency></dependencies></project>"
     )
     started = time.monotonic()
-    rc, report, _ = run_playbook(
+    rc, report, _, _ = run_artifacts(
         cache, extra={"artifact_supply_components": [{"name": "demo", "coordinates": ["local.demo:demo-dist:1.0:pom"]}]}
     )
     assert rc != 0

@@ -11,7 +11,7 @@ import importlib.util
 
 import pytest
 
-from test_inventory_validation import REPO, SITE_MIRROR, _recap_hosts, _run, _write_inventory
+from test_inventory_validation import REPO, SITE_MIRROR, _run, _write_inventory
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def _fails_first(result, *texts):
     assert "The install sources named in the inventory are not usable" in output, output
     for text in texts:
         assert text in output, f"{text!r} missing in:\n{output}"
-    hosts = _recap_hosts(output)
+    hosts = result.recap
     assert set(hosts) == {"localhost"}, hosts
     assert all(c["changed"] == 0 and c["unreachable"] == 0 for c in hosts.values()), hosts
 

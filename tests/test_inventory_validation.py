@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from conftest import run_playbook
 
 REPO = Path(__file__).resolve().parents[1]
 MOLECULE_INVENTORY = REPO / "inventories" / "molecule"
@@ -35,7 +33,6 @@ SKELETON = REPO / "templates" / "inventory"
 # The site artifact mirror beside the checkout, as inventories/molecule resolves it.
 SITE_MIRROR = (REPO / ".." / "shared" / "mirror").resolve()
 SCHEMA = json.loads((REPO / "schemas" / "site.schema.json").read_text())
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PARALLEL_RUNS = 3
 
 # Every host of a test inventory: ssh to a closed loopback port, with no retries.
@@ -268,20 +265,10 @@ def _fill_skeleton(dest: Path) -> Path:
 
 
 def _run(playbook: str, inventory: Path, extra=()):
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
+    """ansible-playbook on the inventory; the result carries the run's counters as .recap."""
     # site.yml is at the top; the service playbooks are in playbooks/.
     path = REPO / playbook if (REPO / playbook).is_file() else REPO / "playbooks" / playbook
-    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(path), *extra]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
-def _recap_hosts(output: str) -> dict:
-    """Host -> counters from the PLAY RECAP."""
-    recap = output.split("PLAY RECAP", 1)[-1] if "PLAY RECAP" in output else ""
-    hosts = {}
-    for match in re.finditer(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", recap, re.M):
-        hosts[match.group(1)] = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2)))
-    return hosts
+    return run_playbook("-i", inventory, path, *extra, timeout=120)
 
 
 def _known_and_unrelated_variables(inv):
@@ -357,7 +344,7 @@ def test_bad_inventory_fails_before_any_host(case, runs):
     for text in texts:
         assert text in output, "%r missing in:\n%s" % (text, output)
     assert "UNREACHABLE" not in output, output
-    hosts = _recap_hosts(output)
+    hosts = result.recap
     # --limit leaves localhost out: the check then runs once on a limited host, without a connection.
     allowed = {"localhost"} if "--limit" not in extra else {"c1-login"}
     assert hosts and set(hosts) <= allowed, hosts
@@ -403,7 +390,7 @@ def test_yaml_error_names_file_and_line(case, runs):
     assert "UNREACHABLE" not in output, output
     if name == "hosts.yml":
         assert "Completely failed to parse inventory source" in output and "PLAY [" not in output, output
-    for counters in _recap_hosts(output).values():
+    for counters in result.recap.values():
         assert counters["changed"] == 0 and counters["unreachable"] == 0, output
 
 

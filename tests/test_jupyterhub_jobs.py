@@ -33,7 +33,7 @@ def test_login_node_job_runs_on_the_login_node_without_resources():
     job = opts.job_description(SCRIPT, "", {"system": "c1", "target": "login"}, ENV)
     assert job["Job type"] == "ON_LOGIN_NODE"
     assert "Resources" not in job and "Project" not in job
-    assert job["Executable"] == "/bin/bash" and job["Arguments"] == [opts.START_SCRIPT]
+    assert job["Executable"] == "/bin/bash" and job["Arguments"] == [opts.START_SCRIPT, opts.ENV_FILE, opts.LAB_FILE]
     assert set(job) == {"Name", "Executable", "Arguments", "Imports", "Tags", "Job type"}
 
 

@@ -28,18 +28,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_playbook
 
 REPO = Path(__file__).resolve().parents[1]
 # The site artifact mirror beside the checkout, as inventories/molecule resolves it.
 SITE_MIRROR = (REPO / ".." / "shared" / "mirror").resolve()
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 IMAGE = "ihpc/debian-systemd:trixie"
 LABEL = "ihpc.test"
 LABEL_VALUE = "operator-safety"
@@ -158,22 +157,12 @@ def _write_inventory(directory: Path, extra_compute=None):
 
 
 def _playbook(inventory: Path, playbooks, *extra):
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
-    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), *[str(REPO / "playbooks" / p) for p in playbooks], *extra]
+    """One ansible-playbook run of the playbooks; .recap holds the counters of the whole run."""
     started = time.monotonic()
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    result = run_playbook("-i", inventory, *[REPO / "playbooks" / p for p in playbooks], *extra, timeout=1200)
     print("ansible-playbook %s %s: rc=%d in %.0f s" % (" ".join(playbooks), " ".join(extra), result.returncode,
                                                         time.monotonic() - started))
     return result
-
-
-def _recap(output: str) -> dict:
-    """Host -> counters of the last PLAY RECAP."""
-    recap = output.rsplit("PLAY RECAP", 1)[-1] if "PLAY RECAP" in output else ""
-    hosts = {}
-    for match in re.finditer(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", recap, re.M):
-        hosts[match.group(1)] = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2)))
-    return hosts
 
 
 def _tail(result, lines=120):
@@ -224,7 +213,7 @@ def test_check_diff_on_a_new_site_shows_changes_and_changes_nothing(site, new_si
     result = new_site_dry_run
     output = result.stdout + result.stderr
     assert result.returncode == 0, _tail(result)
-    recap = _recap(output)
+    recap = result.recap
     assert set(recap) >= set(HOSTS), recap
     for host in HOSTS:
         assert recap[host]["failed"] == 0 and recap[host]["unreachable"] == 0, recap
@@ -259,7 +248,7 @@ def test_lost_secrets_stop_the_run_before_any_change(converged):
                              % (host, re.escape(MUNGE_KEY), re.escape(str(secrets / "munge" / "x1.key"))),
                              output), _tail(result)
         assert "Restore %s" % secrets in output and "-e site_rekey=true" in output, _tail(result)
-        assert all(counters["changed"] == 0 for counters in _recap(output).values()), _tail(result)
+        assert all(counters["changed"] == 0 for counters in result.recap.values()), _tail(result)
         # Nothing changed: the hosts keep CA and key, the controller made no new secrets.
         assert {host: (_host_sha256(host, CA_PATH), _host_sha256(host, MUNGE_KEY)) for host in HOSTS} == before
         assert _files(secrets) == []
@@ -311,7 +300,7 @@ def test_check_diff_on_the_converged_site_changes_nothing(converged):
     """After the re-key the site is converged: a dry run passes the secrets check and changes nothing."""
     result = _playbook(converged["inventory"], PLAYBOOKS, "--check", "--diff")
     assert result.returncode == 0, _tail(result)
-    recap = _recap(result.stdout)
+    recap = result.recap
     assert set(recap) >= set(HOSTS), recap
     assert all(counters["changed"] == 0 and counters["failed"] == 0 for counters in recap.values()), _tail(result)
 
@@ -335,4 +324,4 @@ def test_unreachable_host_is_reported_with_its_name(converged, tmp_path, how):
     assert result.returncode == 4, _tail(result)  # 4: a host was unreachable
     assert re.search(r"^fatal: \[%s\]: UNREACHABLE!" % GONE, output, re.M), _tail(result)
     assert "stdout_lines" not in output, _tail(result)
-    assert _recap(output)[GONE]["unreachable"] == 1, _tail(result)
+    assert result.recap[GONE]["unreachable"] == 1, _tail(result)

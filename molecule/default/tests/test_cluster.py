@@ -2,6 +2,7 @@
 
 import uuid
 
+from conftest import site_model
 
 
 def test_systemd_is_running(host):
@@ -15,11 +16,17 @@ def test_debian_13(host):
 
 
 def test_home_is_shared_within_a_system_and_not_across(node):
-    marker = f"/home/.shared-{uuid.uuid4().hex}"
-    node("c1-node1").run_expect([0], f"echo c1 > {marker}")
-    try:
-        for name in ("c1-login", "c1-node2"):
-            assert node(name).file(marker).content_string.strip() == "c1"
-        assert not node("c2-login").file(marker).exists
-    finally:
-        node("c1-node1").run(f"rm -f {marker}")
+    systems = site_model()["systems"]
+    for name, system in sorted(systems.items()):
+        # Written on a compute node, as a job would (the hosts of a system are site_systems' hosts).
+        maker = system["compute_hosts"][0]
+        others = [h for other, s in systems.items() if other != name for h in s["hosts"]]
+        marker = f"/home/.shared-{uuid.uuid4().hex}"
+        node(maker).run_expect([0], f"echo {name} > {marker}")
+        try:
+            for host in system["hosts"]:
+                assert node(host).file(marker).content_string.strip() == name, host
+            for host in others:
+                assert not node(host).file(marker).exists, host
+        finally:
+            node(maker).run(f"rm -f {marker}")

@@ -21,29 +21,17 @@ import tempfile
 import time
 
 import pytest
-import testinfra
-import testinfra.utils.ansible_runner
 
 import browser
+from conftest import REPO, SITE_CA, ansible_var, cluster_host, group_hosts, host_fqdn, hub_host, site_model
 from hubclient import HubClient
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-INVENTORY_FILE = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
-INVENTORY = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY_FILE)
-testinfra_hosts = INVENTORY.get_hosts("hub")[:1]
+testinfra_hosts = [hub_host()]
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
-SHOTS = ROOT / "logs" / "screenshots"
+SHOTS = REPO / "logs" / "screenshots"
 CELL = "import socket, os, jupyterhub; print(socket.gethostname(), os.getuid(), jupyterhub.__version__)"
-
-
-def _host(name):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY_FILE)
-
-
-def _var(host, name):
-    return _host(host).ansible("debug", f"var={name}", check=False)[name]
 
 
 def _missing(reason):
@@ -55,30 +43,30 @@ def _missing(reason):
 # ---- the site, as the inventory describes it ------------------------------------------------------
 @pytest.fixture(scope="module")
 def site():
-    hub = INVENTORY.get_hosts("hub")[0]
-    site = _var(hub, "site")
-    systems = _var(hub, "hpc_systems")
-    users = _var(hub, "hpc_users")
-    secrets = pathlib.Path(_var(hub, "site_secrets_dir"))
-    network = _var(hub, "test_cluster_network")
-    return {"hub": hub, "site": site, "systems": systems, "users": {u["name"]: u for u in users},
-            "secrets": secrets, "network": network, "url": site["public_hub_url"]}
+    """The derived site model (site_systems, site_users, site_services) and the test cluster's settings."""
+    model = site_model()
+    hub = hub_host()
+    return {"hub": hub, "site": model["site"], "systems": model["systems"],
+            "users": {u["name"]: u for u in model["users"]}, "services": model["services"],
+            "secrets": pathlib.Path(ansible_var(hub, "site_secrets_dir")),
+            "network": ansible_var(hub, "test_cluster_network"), "url": model["services"]["hub"]["url"]}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def deployed(site):
     """Every test here needs the whole chain; say plainly what is missing."""
-    hub = _host(site["hub"])
+    hub = cluster_host(site["hub"])
     if hub.run("systemctl cat jupyterhub.service").rc != 0:
         _missing("JupyterHub is not deployed: site.yml should have deployed it")
-    unity = (INVENTORY.get_hosts("unity") or [None])[0]
+    unity = site["services"]["unity"]["host"]
     if not unity or not (site["secrets"] / "unity" / "users").is_dir():
         _missing("Unity is not deployed (no generated user passwords in site_secrets_dir/unity/users)")
-    gateway = INVENTORY.get_hosts("unicore_gateway")[0]
-    if _host(gateway).run("systemctl cat unicore-gateway.service").rc != 0:
+    gateway = site["services"]["gateway"]["host"]
+    if cluster_host(gateway).run("systemctl cat unicore-gateway.service").rc != 0:
         _missing("UNICORE is not deployed: site.yml should have deployed it")
-    for system, conf in site["systems"].items():
-        ux = _host(conf["unicorex_host"]).file(f"/opt/unicore/unicorex-{system}/conf/tsi.config")
+    for system in site["systems"]:
+        ux = cluster_host(site["services"]["unicorex"][system]["host"]).file(
+            f"/opt/unicore/unicorex-{system}/conf/tsi.config")
         if ux.exists and "tsiMode=embedded" in ux.content_string:
             _missing(f"UNICORE/X of {system} runs the embedded TSI (no TSI archive supplied): labs would not "
                      "run under the users' accounts")
@@ -95,14 +83,13 @@ def _address(name, network):
 @pytest.fixture(scope="module")
 def net(site):
     """Public names -> container addresses, and the site CA as a file for the controller."""
-    domain = site["site"]["domain"]
     names = {}
-    for name in INVENTORY.get_hosts("all"):
-        names[name if name.endswith("." + domain) else f"{name}.{domain}"] = _address(name, site["network"])
+    for name in group_hosts("all"):
+        names[host_fqdn(name)] = _address(name, site["network"])
     public = site["url"].split("//", 1)[1].split("/")[0].split(":")[0]
     names[public] = _address(site["hub"], site["network"])
     ca = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)
-    ca.write(_host(site["hub"]).file("/etc/ihpc/pki/ca.pem").content_string)
+    ca.write(cluster_host(site["hub"]).file(SITE_CA).content_string)
     ca.close()
     yield {"hosts": names, "ca": ca.name, "hub_address": names[public]}
     os.unlink(ca.name)
@@ -166,21 +153,22 @@ def first_system(site):
     return sorted(s for s, c in site["systems"].items() if c.get("login_node_jupyter"))[0]
 
 
-def nodes_of(site, system, group):
-    return INVENTORY.get_hosts(site["systems"][system][group])
+def nodes_of(site, system, key):
+    """The hosts of a system: key "login_hosts" or "compute_hosts" (site_systems)."""
+    return site["systems"][system][key]
 
 
 def slurm_jobs(site, system, xlogin):
-    ctl = site["systems"][system]["slurm"].get("controller") or nodes_of(site, system, "login_group")[0]
-    out = _host(ctl).check_output(f"squeue -h -u {xlogin} -o '%i|%T|%N|%j'")
+    ctl = site["systems"][system]["slurm"].get("controller") or nodes_of(site, system, "login_hosts")[0]
+    out = cluster_host(ctl).check_output(f"squeue -h -u {xlogin} -o '%i|%T|%N|%j'")
     return [line.split("|") for line in out.splitlines() if line.strip()]
 
 
 def lab_processes(site, system, uid):
     """Processes of that uid on the system's nodes, by host ('pgrep -a -U')."""
     found = {}
-    for host in sorted(set(nodes_of(site, system, "login_group") + nodes_of(site, system, "compute_group"))):
-        out = _host(host).run(f"pgrep -a -U {uid}")
+    for host in sorted(set(nodes_of(site, system, "login_hosts") + nodes_of(site, system, "compute_hosts"))):
+        out = cluster_host(host).run(f"pgrep -a -U {uid}")
         if out.stdout.strip():
             found[host] = out.stdout.strip().splitlines()
     return found
@@ -256,7 +244,7 @@ def test_lab_on_the_login_node_runs_as_the_user_and_stops_cleanly(site, sessions
     s = sessions(user["name"])
     spawn_in_browser(s, None, f"{system}|login", shot_prefix=f"{user['name']}-login-node")
     host, uid, version = run_cell(s, "")
-    login_nodes = nodes_of(site, system, "login_group")
+    login_nodes = nodes_of(site, system, "login_hosts")
     assert host in login_nodes, f"the cell ran on {host}, not on a login node of {system} ({login_nodes})"
     assert uid == mapping["uid"], f"the cell ran as uid {uid}, not as {user['name']}'s {mapping['uid']}"
     hub_version = s.api.request("GET", "/hub/api/")[1]["version"]
@@ -278,7 +266,7 @@ def test_lab_through_slurm_runs_on_a_compute_node_and_stops_cleanly(site, sessio
     spawn_in_browser(s, "batch", f"{system}|{partition['name']}", nodes=1, runtime=10,
                      shot_prefix=f"{user['name']}-batch")
     host, uid, _ = run_cell(s, "batch")
-    compute = nodes_of(site, system, "compute_group")
+    compute = nodes_of(site, system, "compute_hosts")
     assert host in compute, f"the cell ran on {host}, not on a compute node of {system} ({compute})"
     assert uid == mapping["uid"]
     jobs = slurm_jobs(site, system, mapping["xlogin"])
@@ -305,9 +293,9 @@ def test_every_system_runs_labs_through_its_own_route(site, sessions):
         try:
             s.api.wait_ready(s.user, name)
             host, uid, _ = run_cell(s, name)
-            assert host in nodes_of(site, system, "login_group"), (system, host)
+            assert host in nodes_of(site, system, "login_hosts"), (system, host)
             assert uid == user["systems"][system]["uid"], (system, uid)
-            tried.append(f"{system} ({conf.get('jupyter_route', 'unicore')})")
+            tried.append(f"{system} ({conf['jupyter_route']})")
         finally:
             s.api.stop(s.user, name)
     assert len(tried) >= 2, f"the test inventory should offer login-node labs on two systems; tried {tried}"
@@ -345,7 +333,7 @@ def test_a_hub_restart_keeps_running_labs_reachable(site, sessions):
     assert status in (201, 202), (status, body)
     s.api.wait_ready(s.user, "lab")
     before = lab_processes(site, system, uid)
-    hub = _host(site["hub"])
+    hub = cluster_host(site["hub"])
     hub.run_expect([0], "systemctl restart jupyterhub.service")
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -397,7 +385,7 @@ def test_an_unmapped_user_is_refused_on_the_spawn_page_within_seconds(site, sess
 
 
 def wait_hub(site, timeout=120):
-    hub = _host(site["hub"])
+    hub = cluster_host(site["hub"])
     deadline = time.time() + timeout
     while time.time() < deadline:
         if hub.run("python3 -c 'import urllib.request; urllib.request.urlopen(\"http://127.0.0.1:8081/hub/api/\")'").rc == 0:
@@ -415,7 +403,7 @@ def test_a_start_that_unicore_refuses_fails_on_the_spawn_page_within_seconds(sit
     system = missing[0]
     conf = site["systems"][system]
     target = "login" if conf.get("login_node_jupyter") else conf["partitions"][0]["name"]
-    hub = _host(site["hub"])
+    hub = cluster_host(site["hub"])
     dropin = "/etc/jupyterhub/conf.d/zz-behaviour-test-unicore-refusal.py"
     code = (f"import ihpc_hub\nihpc_hub.SETTINGS['users'].setdefault({user['name']!r}, {{}})[{system!r}] = "
             f"{{'projects': []}}\n")
@@ -466,8 +454,8 @@ def test_a_queued_start_shows_progress_and_can_be_cancelled(site, sessions):
     user = mapped_users(site, system)[0]
     xlogin = user["systems"][system]["xlogin"]
     part = site["systems"][system]["partitions"][0]["name"]
-    compute = nodes_of(site, system, "compute_group")
-    login = _host(nodes_of(site, system, "login_group")[0])
+    compute = nodes_of(site, system, "compute_hosts")
+    login = cluster_host(nodes_of(site, system, "login_hosts")[0])
     # Fill every compute node of the partition, so that the lab's job has to wait.
     blocker = login.check_output(f"su -s /bin/bash {xlogin} -c 'cd /tmp && sbatch --parsable -p {part} "
                                  f"-N {len(compute)} -t 10 --wrap \"sleep 600\"'").strip()
@@ -496,7 +484,7 @@ def test_a_failed_start_shows_the_job_logs(site, sessions):
     system = first_system(site)
     user = mapped_users(site, system)[0]
     xlogin = user["systems"][system]["xlogin"]
-    login = _host(nodes_of(site, system, "login_group")[0])
+    login = cluster_host(nodes_of(site, system, "login_hosts")[0])
     home = login.check_output(f"getent passwd {xlogin} | cut -d: -f6").strip()
     marker = "ihpc-test: this lab must not start"
     conf = f"{home}/.jupyter/jupyter_server_config.py"

@@ -6,18 +6,17 @@ reached by name from a host without a certificate (a compute node), which trusts
 only through its system trust store.
 """
 
-import functools
 import ipaddress
 import shlex
 import uuid
 
 import pytest
-import testinfra.utils.ansible_runner
+from conftest import SITE_CA, ansible_inventory, ansible_var, host_fqdn, site_model
 
 # The role's defaults (roles/site_pki/defaults/main.yml).
 SERVICE_GROUPS = ["hub", "unity", "unicore_gateway", "unicore_xuudb", "unicore_servers"]
 PKI_DIR = "/etc/ihpc/pki"
-CA_BUNDLE = f"{PKI_DIR}/ca.pem"
+CA_BUNDLE = SITE_CA
 HOST_CERT = f"{PKI_DIR}/host.crt"
 HOST_CHAIN = f"{PKI_DIR}/host-chain.pem"
 HOST_KEY = "/etc/ssl/private/ihpc-host.key"
@@ -27,33 +26,19 @@ TLS_PORT = 18443
 MTLS_PORT = 18444
 
 
-def _runner(config):
-    return _runner_for(config.option.ansible_inventory)
-
-
-@functools.cache
-def _runner_for(inventory):
-    # One `ansible-inventory --list` for the whole module.
-    return testinfra.utils.ansible_runner.AnsibleRunner(inventory)
-
-
-def _site(runner):
-    return runner.get_variables(runner.get_hosts("all")[0])["site"]
-
-
 def _service_hosts(runner):
     hostvars = runner.get_variables(runner.get_hosts("all")[0])
-    groups = hostvars.get("site_pki_service_groups", SERVICE_GROUPS) + [
-        system["login_group"] for system in hostvars.get("hpc_systems", {}).values() if system.get("login_group")
-    ]
     hosts = set()
-    for group in groups:
+    for group in hostvars.get("site_pki_service_groups", SERVICE_GROUPS):
         hosts.update(runner.get_hosts(group) if group in hostvars["groups"] else [])
+    # Every HPC system's login nodes (site_systems).
+    for system in site_model()["systems"].values():
+        hosts.update(system["login_hosts"])
     return sorted(hosts)
 
 
 def pytest_generate_tests(metafunc):
-    runner = _runner(metafunc.config)
+    runner = ansible_inventory()
     if "service_host" in metafunc.fixturenames:
         metafunc.parametrize("service_host", _service_hosts(runner))
     if "any_host" in metafunc.fixturenames:
@@ -61,21 +46,21 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="module")
-def runner(request):
-    return _runner(request.config)
+def runner():
+    return ansible_inventory()
 
 
 @pytest.fixture(scope="module")
-def site(runner):
-    return _site(runner)
+def site():
+    return site_model()["site"]
 
 
 def expected_sans(runner, site, name):
     """The names the role puts into a host certificate, as openssl prints them."""
     hostvars = runner.get_variables(name)
     names = [name]
-    if not (is_ip(name) or "." in name):
-        names.append(f"{name}.{site['domain']}")
+    if host_fqdn(name) != name:
+        names.append(host_fqdn(name))
     if hostvars.get("ansible_host"):
         names.append(str(hostvars["ansible_host"]))
     if "hub" in hostvars["group_names"] and site.get("public_hub_url"):
@@ -100,10 +85,6 @@ def is_ip(name):
     except ValueError:
         return False
     return True
-
-
-def fqdn(site, name):
-    return name if "." in name else f"{name}.{site['domain']}"
 
 
 def test_every_host_trusts_the_site_ca(node, site, any_host):
@@ -144,7 +125,7 @@ def test_certificate_verifies_against_the_ca_with_the_expected_names(node, runne
     if not runner.get_variables(service_host).get("site_pki_host_cert_src"):
         # Issued by the role (supplied certificates carry the issuer's naming).
         organization = runner.get_variables(service_host).get("site_pki_organization", site["name"])
-        assert subject == f"subject=CN={fqdn(site, service_host)},O={organization}"
+        assert subject == f"subject=CN={host_fqdn(service_host)},O={organization}"
     # The chain file is the certificate followed by the CA bundle.
     chain = host.file(HOST_CHAIN).content_string
     assert chain == host.file(HOST_CERT).content_string + host.file(CA_BUNDLE).content_string
@@ -159,7 +140,7 @@ def test_key_matches_certificate(node, service_host):
 
 def test_pkcs12_opens_with_the_generated_passphrase(node, service_host):
     host = node(service_host)
-    secrets_dir = host.ansible("ansible.builtin.debug", "msg={{ site_secrets_dir }}")["msg"]
+    secrets_dir = ansible_var(service_host, "site_secrets_dir")
     with open(f"{secrets_dir}/pki/hosts/{service_host}/pkcs12.pass", encoding="utf-8") as handle:
         passphrase = handle.read().strip()
     env = f"P12PASS={shlex.quote(passphrase)}"
@@ -208,7 +189,7 @@ def tls_pair(runner):
 def test_tls_handshake_by_name_across_hosts(node, site, tls_pair):
     server_name, client_name = tls_pair
     server, client = node(server_name), node(client_name)
-    name = fqdn(site, server_name)
+    name = host_fqdn(server_name)
     public = site["public_hub_url"].split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
     tls = OpensslServer(server, TLS_PORT)
     try:
@@ -224,14 +205,14 @@ def test_tls_handshake_by_name_across_hosts(node, site, tls_pair):
         tls.stop()
 
 
-def test_mutual_tls_between_service_hosts(node, runner, site, tls_pair):
+def test_mutual_tls_between_service_hosts(node, runner, tls_pair):
     """Service certificates are client certificates too (UNICORE components authenticate each other)."""
     server_name = tls_pair[0]
     others = [h for h in _service_hosts(runner) if h != server_name]
     if not others:
         pytest.skip("only one service host in the inventory")
     server, client = node(server_name), node(others[0])
-    name = fqdn(site, server_name)
+    name = host_fqdn(server_name)
     tls = OpensslServer(server, MTLS_PORT, "-Verify 1 -verify_return_error")
     try:
         ok = s_client(client, name, MTLS_PORT, name, f"-cert {HOST_CERT} -key {HOST_KEY}")
@@ -246,16 +227,15 @@ def test_mutual_tls_between_service_hosts(node, runner, site, tls_pair):
         tls.stop()
 
 
-def _tls_services(node, runner):
+def _tls_services():
     """(service, host, port, probing host, client certificate?) of every TLS listener of the site.
 
     Addresses come from site_services (vars_plugins/site_model.yml), as every client of the site
     reads them. The TSI is probed from its UNICORE/X host with that host's certificate: TSI
     11.0.1 ends on a connection that does not complete the handshake (docs/unicore.md).
     """
-    any_host = node(runner.get_hosts("all")[0])
-    services = any_host.ansible("ansible.builtin.debug", "var=site_services")["site_services"]
-    systems = any_host.ansible("ansible.builtin.debug", "var=site_systems")["site_systems"]
+    model = site_model()
+    services, systems = model["services"], model["systems"]
     hub = services["hub"]["host"]
     public = services["hub"]["url"].split("://", 1)[-1].split("/", 1)[0]
     out = [("hub (proxy)", hub, int(public.split(":")[1]) if ":" in public else 443, hub, False)]
@@ -269,15 +249,15 @@ def _tls_services(node, runner):
     return out
 
 
-def test_every_tls_service_presents_its_hosts_current_certificate(node, runner, site):
+def test_every_tls_service_presents_its_hosts_current_certificate(node):
     """After a renewal (docs/pki.md) each service must serve the host's new certificate: UNICORE's
     Java servers reload it, the TSI, Unity and the hub's proxy restart on the "site credential
     changed" check. Serials are compared with the host's certificate file."""
     stale = []
-    for service, host_name, port, probe_from, client_cert in _tls_services(node, runner):
+    for service, host_name, port, probe_from, client_cert in _tls_services():
         want = node(host_name).check_output(f"openssl x509 -noout -serial -in {HOST_CERT}")
         creds = f"-cert {HOST_CERT} -key {HOST_KEY}" if client_cert else ""
-        name = fqdn(site, host_name)
+        name = host_fqdn(host_name)
         got = node(probe_from).run(
             f"timeout 20 openssl s_client -connect {name}:{port} -servername {name} {creds} </dev/null 2>/dev/null"
             " | openssl x509 -noout -serial")

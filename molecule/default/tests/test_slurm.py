@@ -1,18 +1,16 @@
 """Behaviour of the HPC systems c1 and c2 (playbooks/hpc_systems.yml): Slurm jobs, munge, accounts.
 
-Host names, users and uids come from the inventory that molecule passes to pytest
-(--ansible-inventory), so the tests follow the data model: c1 is the system with a controller
-on its login node and two compute nodes, c2 the one-node system. Run by hand with
-  pytest --connection=ansible --ansible-inventory=<inventory> molecule/default/tests/test_slurm.py
+Hosts, users and uids come from the derived site model of the inventory (site_systems,
+site_users; see conftest.py), so the tests follow the data model: c1 is the system with a
+controller on its login node and two compute nodes, c2 the one-node system. Run on its own with
+  scripts/verify molecule/default/tests/test_slurm.py
 """
 
-import os
 import re
 import uuid
 
 import pytest
-import testinfra
-from testinfra.utils.ansible_runner import AnsibleRunner
+from conftest import site_model
 
 # The two systems of the test site (inventories/molecule/group_vars/all/site.yml).
 MULTI_NODE = "c1"
@@ -22,42 +20,19 @@ JOB_TIMEOUT = 180
 
 
 @pytest.fixture(scope="module")
-def inventory(request):
-    path = request.config.option.ansible_inventory or os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not path:
-        pytest.fail("no inventory: pass --ansible-inventory (molecule does)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(inventory):
-    """hpc_systems, hpc_users and the inventory groups."""
-    runner = AnsibleRunner(inventory)
-    some_host = runner.get_hosts("all")[0]
-    hostvars = runner.get_variables(some_host)
-    return {
-        "systems": hostvars["hpc_systems"],
-        "users": hostvars.get("hpc_users", []),
-        "groups": hostvars["groups"],
-    }
-
-
-@pytest.fixture(scope="module")
-def node(inventory):
-    """node(name) -> a testinfra host of the inventory."""
-
-    def get(name):
-        return testinfra.get_host("ansible://" + name, ansible_inventory=inventory)
-
-    return get
+def model():
+    """site_systems and site_users."""
+    derived = site_model()
+    return {"systems": derived["systems"], "users": derived["users"]}
 
 
 def hosts_of(model, system, key):
-    return sorted(model["groups"].get(model["systems"][system][key], []))
+    """The hosts of a system: key "login_hosts" or "compute_hosts"."""
+    return sorted(model["systems"][system][key])
 
 
 def login_of(model, system):
-    return hosts_of(model, system, "login_group")[0]
+    return hosts_of(model, system, "login_hosts")[0]
 
 
 def account(model, user, system):
@@ -91,7 +66,7 @@ def cluster_name(host):
 
 def test_srun_runs_on_both_compute_nodes(model, node):
     xlogin, _ = account(model, "alice", MULTI_NODE)
-    nodes = hosts_of(model, MULTI_NODE, "compute_group")
+    nodes = hosts_of(model, MULTI_NODE, "compute_hosts")
     # -w names the nodes: a node added later (the scale-out side effect) must not be picked.
     out = as_user(node(login_of(model, MULTI_NODE)), xlogin, "srun -N%d -w %s hostname" % (len(nodes), ",".join(nodes)))
     assert out.rc == 0, out.stderr
@@ -109,13 +84,13 @@ def test_sbatch_job_writes_into_the_shared_home(model, node):
         assert written.exists, "the job's file is not visible on the login node"
         assert written.user == xlogin
         assert written.uid == uid == 20001
-        assert written.content_string.strip() in hosts_of(model, MULTI_NODE, "compute_group")
+        assert written.content_string.strip() in hosts_of(model, MULTI_NODE, "compute_hosts")
     finally:
         login.run("rm -f %s", path)
 
 
 def test_munge_credential_decodes_within_a_system(model, node):
-    maker = hosts_of(model, MULTI_NODE, "compute_group")[0]
+    maker = hosts_of(model, MULTI_NODE, "compute_hosts")[0]
     credential = node(maker).check_output("munge --no-input")
     out = node(login_of(model, MULTI_NODE)).run("printf '%%s' %s | unmunge", credential)
     assert out.rc == 0, out.stderr
@@ -123,7 +98,7 @@ def test_munge_credential_decodes_within_a_system(model, node):
 
 
 def test_munge_credential_is_refused_by_another_system(model, node):
-    maker = hosts_of(model, MULTI_NODE, "compute_group")[0]
+    maker = hosts_of(model, MULTI_NODE, "compute_hosts")[0]
     credential = node(maker).check_output("munge --no-input")
     out = node(login_of(model, SINGLE_NODE)).run("printf '%%s' %s | unmunge", credential)
     assert out.rc != 0, "a credential of %s decodes on %s: the systems share a munge key" % (MULTI_NODE, SINGLE_NODE)
@@ -132,7 +107,7 @@ def test_munge_credential_is_refused_by_another_system(model, node):
 def test_job_on_the_single_node_system_runs_on_its_login_node(model, node):
     xlogin, _ = account(model, "alice", SINGLE_NODE)
     login_name = login_of(model, SINGLE_NODE)
-    assert hosts_of(model, SINGLE_NODE, "compute_group") == [login_name]
+    assert hosts_of(model, SINGLE_NODE, "compute_hosts") == [login_name]
     out = as_user(node(login_name), xlogin, "srun -N1 hostname")
     assert out.rc == 0, out.stderr
     assert out.stdout.strip() == login_name
@@ -144,23 +119,23 @@ def test_systems_are_independent_clusters(model, node):
     assert cluster_name(first) == MULTI_NODE
     assert cluster_name(second) == SINGLE_NODE
     seen_from_second = set(sinfo_nodes(second))
-    assert seen_from_second == set(hosts_of(model, SINGLE_NODE, "compute_group"))
-    assert not seen_from_second & set(hosts_of(model, MULTI_NODE, "compute_group"))
+    assert seen_from_second == set(hosts_of(model, SINGLE_NODE, "compute_hosts"))
+    assert not seen_from_second & set(hosts_of(model, MULTI_NODE, "compute_hosts"))
 
 
 def test_bob_exists_on_c1_only(model, node):
     assert account(model, "bob", SINGLE_NODE) is None
-    for name in hosts_of(model, MULTI_NODE, "login_group") + hosts_of(model, MULTI_NODE, "compute_group"):
+    for name in hosts_of(model, MULTI_NODE, "login_hosts") + hosts_of(model, MULTI_NODE, "compute_hosts"):
         entry = node(name).run("getent passwd bob")
         assert entry.rc == 0, "bob is missing on %s" % name
         assert entry.stdout.split(":")[2] == "20002"
-    for name in hosts_of(model, SINGLE_NODE, "login_group") + hosts_of(model, SINGLE_NODE, "compute_group"):
+    for name in hosts_of(model, SINGLE_NODE, "login_hosts") + hosts_of(model, SINGLE_NODE, "compute_hosts"):
         assert node(name).run("getent passwd bob").rc == 2, "bob exists on %s" % name
 
 
 @pytest.mark.parametrize("system", [MULTI_NODE, SINGLE_NODE])
 def test_mapped_accounts_have_the_same_uid_on_every_node(model, node, system):
-    names = sorted(set(hosts_of(model, system, "login_group") + hosts_of(model, system, "compute_group")))
+    names = sorted(set(hosts_of(model, system, "login_hosts") + hosts_of(model, system, "compute_hosts")))
     mapped = [account(model, entry["name"], system) for entry in model["users"]]
     for xlogin, uid in [m for m in mapped if m is not None]:
         for name in names:

@@ -15,57 +15,33 @@ import time
 import uuid
 
 import pytest
-import testinfra
-import testinfra.utils.ansible_runner
+from conftest import (SITE_CA, UNICORE_CLIENT_VENV, ansible_expr, ansible_var, cluster_host, group_hosts, hub_host,
+                      install_pyunicore, site_model)
 
-# molecule's inventory directory: its generated file plus the linked test inventory.
-INVENTORY_FILE = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
-INVENTORY = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY_FILE)
 # The tests drive everything from the hub; they run once.
-testinfra_hosts = INVENTORY.get_hosts("hub")[:1]
+testinfra_hosts = [hub_host()]
 
-VENV = "/opt/ihpc-tests/pyunicore-venv"
-PYUNICORE = "pyunicore>=1.3,<2"
-CA = "/etc/ihpc/pki/ca.pem"
 NO_TSI = "the inventory gives this system UNICORE/X's embedded TSI (hpc_systems.<name>.unicore_tsi_mode)"
-
-
-def _host(name):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY_FILE)
-
-
-def _var(host, name):
-    """A variable as Ansible renders it for that host."""
-    out = _host(host).ansible("debug", f"var={name}", check=False)
-    return out[name]
-
-
-def _expr(host, expr):
-    """A Jinja expression rendered by Ansible for that host (e.g. a role default)."""
-    return _host(host).ansible("debug", f"msg={{{{ {expr} }}}}", check=False)["msg"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def unicore_deployed():
     """site.yml deploys UNICORE: a missing Gateway is a failure, never a skip."""
-    gateway = INVENTORY.get_hosts("unicore_gateway")[0]
-    assert _host(gateway).run("systemctl is-active unicore-gateway.service").rc == 0, \
+    gateway = site_model()["services"]["gateway"]["host"]
+    assert cluster_host(gateway).run("systemctl is-active unicore-gateway.service").rc == 0, \
         f"the UNICORE Gateway does not run on {gateway}: site.yml should have deployed it"
 
 
 @pytest.fixture(scope="module")
 def site():
-    unicore = INVENTORY.get_hosts("unicore_servers")[0]
-    gateway = INVENTORY.get_hosts("unicore_gateway")[0]
-    hpc_systems = _var(unicore, "hpc_systems")
-    domain = _var(unicore, "site")["domain"]
-    fqdn = gateway if gateway.endswith("." + domain) else f"{gateway}.{domain}"
-    port = _expr(gateway, "unicore_gateway_port | default(8080)")
-    secrets = pathlib.Path(_var(unicore, "site_secrets_dir")) / "unicore" / "test-passwords"
+    """site_systems, site_users, site_services and the test identities' passwords."""
+    model = site_model()
+    unicore = group_hosts("unicore_servers")[0]
+    secrets = pathlib.Path(ansible_var(unicore, "site_secrets_dir")) / "unicore" / "test-passwords"
     return {
-        "hpc_systems": hpc_systems,
-        "hpc_users": _var(unicore, "hpc_users"),
-        "gateway_url": f"https://{fqdn}:{port}",
+        "systems": model["systems"],
+        "users": model["users"],
+        "services": model["services"],
         "secrets": secrets,
         "unicore_host": unicore,
     }
@@ -74,14 +50,11 @@ def site():
 @pytest.fixture(scope="module")
 def client(host):
     """Runs a Python snippet with pyunicore on the hub; returns its last stdout line as JSON."""
-    if host.run(f"{VENV}/bin/python -c 'import pyunicore.client'").rc != 0:
-        host.run_expect([0], "command -v python3 && (python3 -c 'import ensurepip' "
-                             "|| DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv)")
-        host.run_expect([0], f"python3 -m venv {VENV} && {VENV}/bin/pip install -q '{PYUNICORE}'")
+    install_pyunicore(host)
 
     def run(*parts, timeout=600):
         script = "\n".join(textwrap.dedent(p) for p in parts)
-        cmd = f"timeout {timeout} {VENV}/bin/python - <<'PYEOF'\n{script}\nPYEOF"
+        cmd = f"timeout {timeout} {UNICORE_CLIENT_VENV}/bin/python - <<'PYEOF'\n{script}\nPYEOF"
         res = host.run(cmd)
         assert res.rc == 0, f"client failed (rc={res.rc}):\n{res.stdout}\n{res.stderr}"
         return json.loads(res.stdout.strip().splitlines()[-1])
@@ -101,13 +74,13 @@ def _preamble(site, system, user, password):
         import json, time
         import pyunicore.client as uc
         import pyunicore.credentials as cr
-        BASE = "{site['gateway_url']}/{system}/rest/core"
-        tr = uc.Transport(cr.UsernamePassword({user!r}, {password!r}), verify={CA!r}, timeout=60)
+        BASE = "{site['services']['unicorex'][system]['rest_url']}"
+        tr = uc.Transport(cr.UsernamePassword({user!r}, {password!r}), verify={SITE_CA!r}, timeout=60)
     """
 
 
 def _tsi_mode(site, system):
-    host = _host(site["hpc_systems"][system]["unicorex_host"])
+    host = cluster_host(site["services"]["unicorex"][system]["host"])
     conf = host.file(f"/opt/unicore/unicorex-{system}/conf/tsi.config").content_string
     return "embedded" if "tsiMode=embedded" in conf else "remote"
 
@@ -115,7 +88,7 @@ def _tsi_mode(site, system):
 def _mapped(site, system):
     """(user name, xlogin) pairs mapped on that system by the inventory."""
     return [(u["name"], u["systems"][system]["xlogin"])
-            for u in site["hpc_users"] if system in u.get("systems", {})]
+            for u in site["users"] if system in u.get("systems", {})]
 
 
 def _run_job(client, site, system, user, job, wait=300):
@@ -143,7 +116,7 @@ def _run_job(client, site, system, user, job, wait=300):
 
 # ---- identities and mapping -------------------------------------------------------------------
 def test_mapped_users_see_their_xlogin_and_role(client, site):
-    for system in sorted(site["hpc_systems"]):
+    for system in sorted(site["systems"]):
         for user, xlogin in _mapped(site, system):
             info = client(_preamble(site, system, user, _password(site, user)), """
                 c = uc.Client(tr, BASE)
@@ -163,7 +136,7 @@ def test_mapped_users_see_their_xlogin_and_role(client, site):
 
 def test_unmapped_identity_is_refused(client, site):
     # The test identity "unmapped-tester" exists (it can log in) but has no XUUDB entry anywhere.
-    system = sorted(site["hpc_systems"])[0]
+    system = sorted(site["systems"])[0]
     res = client(_preamble(site, system, "unmapped-tester", _password(site, "unmapped-tester")), """
         import requests
         core = requests.get(BASE, headers={"Authorization": tr.credential.get_auth_header(), "Accept": "application/json"},
@@ -193,7 +166,7 @@ def _first_mapped(site, system):
 
 
 def test_login_node_job_runs(client, site):
-    system = "c1" if "c1" in site["hpc_systems"] else sorted(site["hpc_systems"])[0]
+    system = "c1" if "c1" in site["systems"] else sorted(site["systems"])[0]
     user, _ = _first_mapped(site, system)
     res = _run_job(client, site, system, user, {
         "Executable": "echo $(id -un) $(hostname -s)",
@@ -203,11 +176,11 @@ def test_login_node_job_runs(client, site):
 
 
 def test_login_node_job_runs_as_mapped_user_on_login_node(client, site):
-    system = "c1" if "c1" in site["hpc_systems"] else sorted(site["hpc_systems"])[0]
+    system = "c1" if "c1" in site["systems"] else sorted(site["systems"])[0]
     if _tsi_mode(site, system) == "embedded":
         pytest.skip(f"{NO_TSI}; skipped: user switching and login-node placement on {system}")
     user, xlogin = _first_mapped(site, system)
-    logins = [h.split(".")[0] for h in INVENTORY.get_hosts(site["hpc_systems"][system]["login_group"])]
+    logins = [h.split(".")[0] for h in site["systems"][system]["login_hosts"]]
     res = _run_job(client, site, system, user, {
         "Executable": "echo $(id -un) $(hostname -s)",
         "Job type": "ON_LOGIN_NODE", "haveClientStageIn": "false"})
@@ -219,12 +192,12 @@ def test_login_node_job_runs_as_mapped_user_on_login_node(client, site):
 
 def test_batch_job_runs_through_slurm_on_two_nodes(client, site):
     system = "c1"
-    if system not in site["hpc_systems"]:
+    if system not in site["systems"]:
         pytest.skip("the test inventory has no system c1")
     if _tsi_mode(site, system) == "embedded":
         pytest.skip(f"{NO_TSI}; skipped: batch submission through Slurm on {system}")
     user, xlogin = _first_mapped(site, system)
-    nodes = sorted(h.split(".")[0] for h in INVENTORY.get_hosts(site["hpc_systems"][system]["compute_group"]))
+    nodes = sorted(h.split(".")[0] for h in site["systems"][system]["compute_hosts"])
     res = _run_job(client, site, system, user, {
         "Executable": "echo USER=$(id -un) JOB=$SLURM_JOB_ID; srun -N 2 -n 2 hostname -s | sort",
         "Resources": {"Queue": "batch", "Nodes": "2", "Runtime": "300"}}, wait=600)
@@ -239,11 +212,11 @@ def test_a_partition_without_limits_takes_a_two_node_two_hour_request(client, si
     # docs/inventory.md: a partition without max_nodes / max_runtime_minutes has no limit. Slurm
     # applies none and the spawn form shows none, so UNICORE must not refuse what they accept.
     system = "c1"
-    unlimited = [p["name"] for p in site["hpc_systems"][system]["partitions"]
-                 if "max_nodes" not in p and "max_runtime_minutes" not in p]
+    unlimited = [p["name"] for p in site["systems"][system]["partitions"]
+                 if p["max_nodes"] is None and p["max_runtime_minutes"] is None]
     assert unlimited, f"the test inventory gives {system} no partition without limits"
     user, xlogin = _first_mapped(site, system)
-    nodes = sorted(h.split(".")[0] for h in INVENTORY.get_hosts(site["hpc_systems"][system]["compute_group"]))
+    nodes = sorted(h.split(".")[0] for h in site["systems"][system]["compute_hosts"])
     res = _run_job(client, site, system, user, {
         "Executable": "echo USER=$(id -un) LIMIT=$(squeue -h -j $SLURM_JOB_ID -o %l); srun -N 2 -n 2 hostname -s | sort",
         "Resources": {"Queue": unlimited[0], "Nodes": "2", "Runtime": str(2 * 3600)}}, wait=600)
@@ -254,8 +227,8 @@ def test_a_partition_without_limits_takes_a_two_node_two_hour_request(client, si
 
 
 def _wait_unicorex(site, system, timeout=180):
-    unicore = _host(site["hpc_systems"][system]["unicorex_host"])
-    port = site["hpc_systems"][system]["unicorex_port"]
+    unicorex = site["services"]["unicorex"][system]
+    unicore, port = cluster_host(unicorex["host"]), unicorex["port"]
     deadline = time.time() + timeout
     while time.time() < deadline:
         log = unicore.run(f"cat /opt/unicore/unicorex-{system}/logs/startup.log").stdout
@@ -267,7 +240,7 @@ def _wait_unicorex(site, system, timeout=180):
 
 def test_login_node_job_survives_restarts_of_tsi_and_unicorex(client, site):
     """Applying a configuration change restarts services; users' running work must not end."""
-    system = "c1" if "c1" in site["hpc_systems"] else sorted(site["hpc_systems"])[0]
+    system = "c1" if "c1" in site["systems"] else sorted(site["systems"])[0]
     if _tsi_mode(site, system) == "embedded":
         pytest.skip(f"{NO_TSI}; with the embedded TSI jobs belong to the UNICORE/X service")
     user, xlogin = _first_mapped(site, system)
@@ -285,10 +258,10 @@ def test_login_node_job_survives_restarts_of_tsi_and_unicorex(client, site):
     assert submitted["status"] == "RUNNING", submitted
 
     # The TSI on the login node that runs the job (the one with alice's sleep).
-    logins = INVENTORY.get_hosts(site["hpc_systems"][system]["login_group"])
-    where = [h for h in logins if _host(h).run(f"pgrep -u {xlogin} -f '^sleep 50$'").rc == 0]
+    logins = site["systems"][system]["login_hosts"]
+    where = [h for h in logins if cluster_host(h).run(f"pgrep -u {xlogin} -f '^sleep 50$'").rc == 0]
     assert len(where) == 1, f"the job's process is not on exactly one login node: {where}"
-    login = _host(where[0])
+    login = cluster_host(where[0])
     job_pid = login.check_output(f"pgrep -u {xlogin} -f '^sleep 50$'").split()[0]
     tsi_pid = login.check_output("systemctl show -P MainPID unicore-tsi.service")
 
@@ -303,7 +276,7 @@ def test_login_node_job_survives_restarts_of_tsi_and_unicorex(client, site):
     assert not stale, f"TSI processes of the stopped TSI survived: {stale}"
 
     started = time.time()
-    _host(site["hpc_systems"][system]["unicorex_host"]).run_expect(
+    cluster_host(site["services"]["unicorex"][system]["host"]).run_expect(
         [0], f"systemctl restart unicore-unicorex@{system}.service")
     _wait_unicorex(site, system)
     print(f"UNICORE/X {system} restart took {time.time() - started:.1f} s")
@@ -328,13 +301,13 @@ def test_login_node_job_survives_restarts_of_tsi_and_unicorex(client, site):
 # ---- how it was installed --------------------------------------------------------------------
 def test_every_login_node_runs_the_real_tsi(site):
     """CI proves the real TSI: the test inventory chooses it for every system."""
-    tsi_version = _expr(site["unicore_host"], "unicore_tsi_version | default('11.0.1')")
-    for system, sys in sorted(site["hpc_systems"].items()):
-        assert sys.get("unicore_tsi_mode", "remote") == "remote", \
+    tsi_version = ansible_expr(site["unicore_host"], "unicore_tsi_version | default('11.0.1')")
+    for system, sys in sorted(site["systems"].items()):
+        assert sys["unicore_tsi_mode"] == "remote", \
             f"the test inventory must not give {system} the embedded TSI: CI would not test the real one"
         assert _tsi_mode(site, system) == "remote"
-        for login in INVENTORY.get_hosts(sys["login_group"]):
-            host = _host(login)
+        for login in sys["login_hosts"]:
+            host = cluster_host(login)
             assert host.service("unicore-tsi.service").is_running, login
             main = host.check_output("systemctl show -P MainPID unicore-tsi.service")
             assert host.check_output(f"ps -o user= -p {main}").strip() == "root", login
@@ -353,8 +326,12 @@ def _mirror_sha256(mirror, relpath):
 
 
 def test_gateway_comes_from_the_site_mirror(site):
-    mirror = _var(site["unicore_host"], "test_site_mirror")
-    version = _expr(site["unicore_host"], "unicore_gateway_version | default('2.4.0')")
+    mirror = ansible_var(site["unicore_host"], "test_site_mirror")
+    gateway = cluster_host(site["services"]["gateway"]["host"])
+    # The version the role installed (/opt/unicore/dist/gateway-<version>/lib/gateway-<version>.jar).
+    dists = gateway.check_output("ls -d /opt/unicore/dist/gateway-*").split()
+    assert len(dists) == 1, f"expected one installed Gateway, found {dists}"
+    version = dists[0].rsplit("gateway-", 1)[1]
     jar = f"gateway-{version}.jar"
     expected = _mirror_sha256(mirror, f"maven/eu/unicore/gateway/{version}/{jar}")
     cache = pathlib.Path(os.environ.get("IHPC_ARTIFACT_CACHE")
@@ -364,6 +341,5 @@ def test_gateway_comes_from_the_site_mirror(site):
     assert cached.is_file(), f"{cached} missing: the Gateway was not resolved into the artifact cache"
     import hashlib
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == expected, f"{cached} is not the mirror's build"
-    gateway = _host(INVENTORY.get_hosts("unicore_gateway")[0])
-    installed = gateway.check_output(f"sha256sum /opt/unicore/lib/gateway-{version}/{jar}").split()[0]
+    installed = gateway.check_output(f"sha256sum {dists[0]}/lib/{jar}").split()[0]
     assert installed == expected, "the Gateway host runs another jar than the mirror's"

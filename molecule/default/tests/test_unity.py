@@ -18,39 +18,25 @@ import pathlib
 import secrets
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 
 import pytest
-import testinfra
-import testinfra.utils.ansible_runner
 import yaml
+from conftest import REPO, SITE_CA, ansible_expr, cluster_host, inventory_dir, run_playbook, site_model
 
 sys.path.insert(0, os.path.dirname(__file__))
 import browser  # noqa: E402  pylint: disable=wrong-import-position
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
-# molecule's inventory directory: its generated file plus the linked test inventory.
-INVENTORY_DIR = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
-INVENTORY = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY_DIR)
 # The tests talk to Unity from the controller and run once, in file order (none takes testinfra's
-# per-host "host" fixture, which would reorder them); commands on Unity's host go through _host().
-UNITY_HOSTS = INVENTORY.get_hosts("unity")
+# per-host "host" fixture, which would reorder them); commands on Unity's host go through
+# cluster_host().
 
-CLIENT_ID = "jupyterhub"
+# The hub's OAuth client at Unity (site_services.hub.oauth_client_id).
+CLIENT_ID = site_model()["services"]["hub"]["oauth_client_id"]
 NO_BROWSER = "no headless browser on the controller: missing {} (scripts/bootstrap installs it)"
-
-
-def _host(name):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY_DIR)
-
-
-def _expr(host, expr):
-    """A Jinja expression rendered by Ansible for that host."""
-    return _host(host).ansible("debug", f"msg={{{{ {expr} }}}}", check=False)["msg"]
 
 
 # ---- HTTPS to a container address, TLS checked against the real host name ----------------------
@@ -70,7 +56,7 @@ class Unity:
     def __init__(self, info):
         self.info = info
         self.fqdn, self.port, self.address = info["fqdn"], int(info["port"]), info["address"]
-        self.base = f"https://{self.fqdn}:{self.port}"
+        self.base = info["url"]
         self.context = ssl.create_default_context(cadata=info["ca_pem"])
 
     def request(self, method, path, *, body=None, headers=None, auth=None, context=None, timeout=60):
@@ -141,23 +127,26 @@ class Unity:
 # ---- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def info():
-    if not UNITY_HOSTS:
+    model = site_model()
+    services = model["services"]
+    name = services["unity"]["host"]
+    if not name:
         pytest.skip("the inventory has no host in group unity")
-    name = UNITY_HOSTS[0]
-    host = _host(name)
+    host = cluster_host(name)
     if host.run("systemctl cat unity-idm.service").rc != 0:
         pytest.fail(f"Unity IdM is not deployed on {name} (no unity-idm.service): site.yml should have deployed it")
-    facts = _expr(name, "{'fqdn': unity_idm_fqdn | default(inventory_hostname if inventory_hostname.endswith('.' ~ site.domain)"
-                        " else inventory_hostname ~ '.' ~ site.domain), 'port': unity_idm_port | default(2443),"
-                        " 'secrets': site_secrets_dir, 'hub_url': site.public_hub_url,"
-                        " 'container': ansible_host | default(inventory_hostname),"
-                        " 'network': test_cluster_network | default('ihpc-test'),"
-                        " 'admin_user': unity_idm_admin_user | default('admin'),"
-                        " 'code_validity': unity_idm_oauth_code_validity | default(300),"
-                        " 'access_validity': unity_idm_oauth_access_token_validity | default(3600),"
-                        " 'hpc_users': hpc_users | default([]),"
-                        " 'mirror': test_site_mirror | default(''),"
-                        " 'ca_path': site_pki_ca_cert_path | default('/etc/ihpc/pki/ca.pem')}")
+    facts = ansible_expr(name, "{'secrets': site_secrets_dir,"
+                               " 'container': ansible_host | default(inventory_hostname),"
+                               " 'network': test_cluster_network | default('ihpc-test'),"
+                               " 'admin_user': unity_idm_admin_user | default('admin'),"
+                               " 'code_validity': unity_idm_oauth_code_validity | default(300),"
+                               " 'access_validity': unity_idm_oauth_access_token_validity | default(3600),"
+                               " 'mirror': test_site_mirror | default(''),"
+                               " 'ca_path': site_pki_ca_cert_path | default('%s')}" % SITE_CA)
+    unity = services["unity"]
+    facts.update(fqdn=unity["fqdn"], port=unity["port"], url=unity["url"], authorize_url=unity["authorize_url"],
+                 issuer=unity["issuer"], redirect_uri=services["hub"]["oauth_callback_url"],
+                 hpc_users=model["users"], systems=model["systems"])
     secrets_dir = pathlib.Path(facts["secrets"]) / "unity"
     facts.update(
         unity_host=name,
@@ -165,8 +154,6 @@ def info():
         ca_pem=host.file(facts["ca_path"]).content_string,
         admin_password=(secrets_dir / "admin").read_text().strip(),
         client_secret=(secrets_dir / "oauth-clients" / CLIENT_ID).read_text().strip(),
-        redirect_uri=facts["hub_url"].rstrip("/") + "/hub/oauth_callback",
-        issuer=f"https://{facts['fqdn']}:{facts['port']}/oauth2",
     )
     facts["passwords"] = {u["name"]: u.get("unity_password") or (secrets_dir / "users" / u["name"]).read_text().strip()
                           for u in facts["hpc_users"]}
@@ -203,7 +190,7 @@ def _authorize_url(info, state, challenge, nonce, client_id=CLIENT_ID, redirect_
         "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri or info["redirect_uri"],
         "scope": "openid profile", "state": state, "nonce": nonce,
         "code_challenge": challenge, "code_challenge_method": "S256"})
-    return f"https://{info['fqdn']}:{info['port']}/oauth2-as/oauth2-authz?{query}"
+    return f"{info['authorize_url']}?{query}"
 
 
 def _browser(info, name):
@@ -263,7 +250,7 @@ NOT_INSTALLED = {"mockito-core-2.27.0.jar", "byte-buddy-1.9.10.jar", "byte-buddy
 
 
 def test_installed_jars_are_the_distributions_lib(info):
-    host = _host(info["unity_host"])
+    host = cluster_host(info["unity_host"])
     listing = pathlib.Path(info["mirror"] or "/nonexistent") / "unity-distribution-layout.txt"
     if not listing.is_file():
         pytest.skip(f"no listing of upstream's Unity archive to compare with ({listing}; test_site_mirror)")
@@ -280,7 +267,7 @@ def test_installed_jars_are_the_distributions_lib(info):
 def test_discovery_names_the_configured_issuer_over_tls_from_the_site_ca(unity, info):
     status, _, doc = unity.json("GET", "/oauth2/.well-known/openid-configuration")
     assert status == 200, doc
-    base = f"https://{info['fqdn']}:{info['port']}"
+    base = info["url"]
     assert doc["issuer"] == info["issuer"]
     # The endpoints the hub and UNICORE/X are configured with (interface contract).
     assert doc["authorization_endpoint"] == base + "/oauth2-as/oauth2-authz"
@@ -343,7 +330,7 @@ def test_wrong_password_is_refused_and_issues_nothing(unity, info, needs_browser
         b.wait_for_text(r"Invalid user name, credential")
         b.screenshot("refused")
         time.sleep(3)
-        assert b.url.startswith(f"https://{info['fqdn']}:{info['port']}/"), b.url
+        assert b.url.startswith(info["url"] + "/"), b.url
         assert "code=" not in b.url, b.url
     assert unity.oauth_tokens(owner=user) == before
 
@@ -410,7 +397,7 @@ def test_restart_keeps_users_and_clients(unity, info):
     status, _, members = unity.admin("GET", "/group-members-attributes/%2Foauth-clients")
     assert status == 200, members
     clients_before = {json.dumps(m["attributes"], sort_keys=True) for m in members}
-    _host(info["unity_host"]).run_expect([0], "systemctl restart unity-idm.service")
+    cluster_host(info["unity_host"]).run_expect([0], "systemctl restart unity-idm.service")
     unity.wait_ready()
     SESSION["restarted"] = True
     for user in info["hpc_users"]:
@@ -439,15 +426,13 @@ def _can_log_in(unity, user, password):
 
 
 def _run_unity_play(info, overlay=None):
-    cmd = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", INVENTORY_DIR,
-           str(ROOT / "playbooks" / "unity.yml")]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    args = [REPO / "playbooks" / "unity.yml", "-i", inventory_dir()]
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as extra:
         if overlay is not None:
             yaml.safe_dump(overlay, extra)
-            cmd += ["-e", "@" + extra.name]
+            args += ["-e", "@" + extra.name]
     try:
-        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+        result = run_playbook(*args, env={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}, timeout=1800)
     finally:
         os.unlink(extra.name)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -505,11 +490,7 @@ def _access_token(unity, info, user, label):
 
 
 def _gateway(system):
-    gateway = INVENTORY.get_hosts("unicore_gateway")[0]
-    domain = _expr(gateway, "site.domain")
-    port = _expr(gateway, "unicore_gateway_port | default(8080)")
-    name = gateway if gateway.endswith("." + domain) else f"{gateway}.{domain}"
-    return f"https://{name}:{port}/{system}/rest/core"
+    return site_model()["services"]["unicorex"][system]["rest_url"]
 
 
 UNICORE_WITH_TOKEN = """
@@ -517,7 +498,7 @@ import json, os, time
 import requests
 import pyunicore.client as uc, pyunicore.credentials as cr
 base, job_desc = os.environ["BASE"], json.loads(os.environ["JOB"])
-tr = uc.Transport(cr.OIDCToken(os.environ["ACCESS_TOKEN"]), verify="/etc/ihpc/pki/ca.pem", timeout=60)
+tr = uc.Transport(cr.OIDCToken(os.environ["ACCESS_TOKEN"]), verify=%(ca)r, timeout=60)
 headers = {"Authorization": "Bearer " + os.environ["ACCESS_TOKEN"], "Accept": "application/json"}
 core = requests.get(base, headers=headers, verify=tr.verify, timeout=60).json()
 out = {"client": core["client"]}
@@ -533,7 +514,7 @@ if job_desc:
         out.update(status=job.properties["status"],
                    stdout=job.working_dir.stat("stdout").raw().read().decode())
 print(json.dumps(out))
-"""
+""" % {"ca": SITE_CA}
 
 
 def test_unicore_maps_unity_tokens_to_the_users_accounts(unity, info, needs_browser, hub_python):
@@ -554,7 +535,7 @@ def test_unicore_maps_unity_tokens_to_the_users_accounts(unity, info, needs_brow
     assert res["post"] == 201 and res["status"] == "SUCCESSFUL", res
     who, uid, where = res["stdout"].split()
     assert (who, int(uid)) == (account["xlogin"], account["uid"]), res
-    assert where in [h.split(".")[0] for h in INVENTORY.get_hosts("c1_login")], res
+    assert where in [h.split(".")[0] for h in info["systems"]["c1"]["login_hosts"]], res
 
     token = _access_token(unity, info, "bob", "unicore-bob")
     res = hub_python(UNICORE_WITH_TOKEN, env={"ACCESS_TOKEN": token, "BASE": _gateway("c2"), "JOB": json.dumps(job)})

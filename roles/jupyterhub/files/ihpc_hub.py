@@ -34,12 +34,11 @@ from tornado import web
 from traitlets import Integer
 from unicorespawner import UnicoreSpawner
 
-from ihpc_options import OptionsError, job_description, render_form, validate_options
+from ihpc_options import LAB_FILE, OptionsError, job_description, render_form, validate_options
 from ihpc_tunnel import UnicoreTunnel
 
 SETTINGS = {}
 FINAL_STATES = ("SUCCESSFUL", "FAILED")
-LAB_FILE = "ihpc-lab.json"
 
 
 # ---- options: the form and its validation live in ihpc_options (no hub imports) -------------------

@@ -12,6 +12,8 @@ import shlex
 # Names in the job directory; the start script reads the environment file.
 START_SCRIPT = "ihpc-start.sh"
 ENV_FILE = ".ihpc-env"
+# The file in which the start script tells the hub where the lab listens.
+LAB_FILE = "ihpc-lab.json"
 # The rest of the spawner's environment (PATH, LANG, ...) describes the hub host, not the HPC node.
 JOB_ENV_PREFIXES = ("JUPYTERHUB_", "JUPYTER_")
 
@@ -136,7 +138,8 @@ def job_description(script_text, server_name, options, env):
     job = {
         "Name": f"jupyterlab-{server}",
         "Executable": "/bin/bash",
-        "Arguments": [START_SCRIPT],
+        # The start script learns the names of its env file and address file from its arguments.
+        "Arguments": [START_SCRIPT, ENV_FILE, LAB_FILE],
         "Imports": [
             {"From": "inline://ihpc", "To": START_SCRIPT, "Data": script_text},
             {"From": "inline://ihpc", "To": ENV_FILE, "Data": job_env_file(env)},
