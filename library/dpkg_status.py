@@ -20,6 +20,10 @@ options:
     description: Also report whether apt has package lists (C(/var/lib/apt/lists/*_Packages*)).
     type: bool
     default: false
+  all:
+    description: Also return every installed package's name (C(installed)).
+    type: bool
+    default: false
 """
 
 RETURN = r"""
@@ -31,6 +35,10 @@ lists:
   description: Whether apt has package lists (only with lists=true).
   type: bool
   returned: when lists is true
+installed:
+  description: The names of all installed packages, sorted (only with all=true).
+  type: list
+  returned: when all is true
 """
 
 import glob
@@ -56,7 +64,8 @@ def installed_packages(text):
 
 def main():
     module = AnsibleModule(argument_spec={"names": {"type": "list", "elements": "str", "required": True},
-                                          "lists": {"type": "bool", "default": False}},
+                                          "lists": {"type": "bool", "default": False},
+                                          "all": {"type": "bool", "default": False}},
                            supports_check_mode=True)
     try:
         with open(STATUS, encoding="utf-8", errors="replace") as handle:
@@ -66,6 +75,8 @@ def main():
     result = {"changed": False, "missing": [n for n in module.params["names"] if n.split(":")[0] not in have]}
     if module.params["lists"]:
         result["lists"] = bool(glob.glob("/var/lib/apt/lists/*_Packages*"))
+    if module.params["all"]:
+        result["installed"] = sorted(have)
     module.exit_json(**result)
 
 
