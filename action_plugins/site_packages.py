@@ -54,7 +54,9 @@ class ActionModule(ActionBase):
             args["update_cache"] = True
             args["cache_valid_time"] = 0
         apt = self._execute_module("ansible.builtin.apt", module_args=args, task_vars=task_vars)
+        # apt may return facts of its own: they are kept beside the installed set.
+        facts = dict(apt.pop("ansible_facts", None) or {}, **facts)
         if not apt.get("failed") and not self._task.check_mode:
             after = self._execute_module("dpkg_status", module_args={"names": names, "all": True}, task_vars=task_vars)
-            facts = {FACT: after.get("installed", sorted(installed))}
+            facts[FACT] = after.get("installed", sorted(installed))
         return dict(result, missing=missing, ansible_facts=facts, **apt)

@@ -20,7 +20,7 @@ site_model_users(hpc_users, systems)
 site_system_of_host(systems, host)
     The one HPC system whose login group, compute group or Slurm controller is the host, or ''.
 site_host_groups(systems, host)
-    The run-time groups a host belongs to (playbooks/groups.yml makes them).
+    The run-time groups a host belongs to (playbooks/prepare.yml makes them).
 site_services(systems, groups, hostvars, site, role_defaults)
     Where every service is reached: host, FQDN, port and URLs of Unity, the Gateway, XUUDB,
     the hub (with its OAuth client) and each system's UNICORE/X.
@@ -41,7 +41,11 @@ SYSTEM_DEFAULTS = {
     # (the embedded TSI of tests).
     "unicore_filespace": None,
     "unicore_memory_mb": 512,
-    "jupyter_route": "unicore",
+    # ssh: one multiplexed SSH connection per login node carries every lab's tunnel; UNICORE
+    # port forwarding sets connections up one at a time per UNICORE/X (docs/jupyterhub.md).
+    "jupyter_route": "ssh",
+    "jupyter_tunnel_account": "jupyter-tunnel",
+    "jupyter_tunnel_ssh_port": 22,
     "jupyter_env_prefix": "/opt/jupyter",
     # None: "<site.public_hub_url>/hub/api", filled in below.
     "jupyter_hub_api_url": None,
@@ -144,7 +148,7 @@ def site_system_of_host(systems, host):
 
 
 def site_host_groups(systems, host):
-    """The run-time groups of a host (playbooks/groups.yml), sorted.
+    """The run-time groups of a host (playbooks/prepare.yml), sorted.
 
     hpc_system_<name>     every host of system <name>
     hpc_login             login nodes of every system (TSI, Jupyter environment)
@@ -152,6 +156,7 @@ def site_host_groups(systems, host):
     hpc_accounts_managed  hosts of systems with accounts_managed: true
     hpc_slurm_managed     hosts of systems whose Slurm the bundle manages
     hpc_slurm_external    login nodes of systems whose Slurm is managed elsewhere
+    hpc_tunnel_login      login nodes of systems whose labs the hub reaches by SSH tunnel
     """
     name = site_system_of_host(systems, host)
     if not name:
@@ -160,6 +165,8 @@ def site_host_groups(systems, host):
     out = {"hpc_system_" + name}
     if host in system["login_hosts"]:
         out.add("hpc_login")
+        if system.get("jupyter_route") == "ssh":
+            out.add("hpc_tunnel_login")
     if host in system["login_hosts"] or host in system["compute_hosts"]:
         out.add("hpc_nodes")
     if system.get("accounts_managed") is True:

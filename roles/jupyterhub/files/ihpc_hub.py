@@ -12,6 +12,8 @@ replaces the parts that do not fit a hub on a plain host:
 - the lab reports its address in a file in the job directory (not a log line that may scroll
   out of the last 4 KiB of stderr, and that never names the unnamed default server, so that
   server works too), and the hub reports queue and start progress while it waits;
+- the hub -> lab route through SSH (jupyter_route ssh, the default) is one multiplexed SSH
+  connection per login node with a forward per lab (ihpc_ssh), set up and removed by the hub;
 - the hub -> lab route through UNICORE/X port forwarding is an asyncio listener on loopback
   that verifies the Gateway's certificate, sends the user's current token on every connection
   and is closed when the server stops (pyunicore's Forwarder does none of these);
@@ -35,9 +37,11 @@ from traitlets import Integer
 from unicorespawner import UnicoreSpawner
 
 from ihpc_options import LAB_FILE, OptionsError, job_description, render_form, validate_options
+from ihpc_ssh import SshTunnels, TunnelError
 from ihpc_tunnel import UnicoreTunnel
 
 SETTINGS = {}
+_SSH = []  # the hub's one SshTunnels (made at first use: it needs the running event loop's log)
 FINAL_STATES = ("SUCCESSFUL", "FAILED")
 
 
@@ -252,14 +256,20 @@ class IhpcSpawner(UnicoreSpawner):
                 reason = props.get("statusMessage", "") or f"exit code {props.get('exitCode', 'unknown')}"
                 raise StartError(f"The JupyterLab job on {conf['display_name']} ended before JupyterLab was up "
                                  f"({status}: {reason[:300]}).", details)
-            if status == "RUNNING":
+            # The lab's file is the proof that it listens. UNICORE reports RUNNING only at its next
+            # status poll of the TSI (CLASSICTSI.statusupdate.interval, seconds later), so the file
+            # is looked for as soon as the job may run, not only once UNICORE says RUNNING.
+            if status in ("READY", "QUEUED", "RUNNING"):
                 try:
                     text = await self._call(self._read_file, job, LAB_FILE)
                     lab = json.loads(text) if text.strip() else None
-                except (requests.HTTPError, ValueError):
+                except (requests.HTTPError, ValueError, OSError):
+                    # Not there yet, or the job directory is not usable (pyunicore: "Storage
+                    # error"); the job's own state says next round whether it failed.
                     lab = None
                 if lab:
                     return str(lab["host"]), int(lab["port"])
+            if status == "RUNNING":
                 self._event(60, f"Job running{' on ' + conf['display_name'] if not batch else ''}: JupyterLab is starting.")
             elif batch and props.get("batchSystemID") and time.time() - last_details > 10:
                 last_details = time.time()
@@ -298,6 +308,14 @@ class IhpcSpawner(UnicoreSpawner):
         if route == "direct":
             self._event(80, f"JupyterLab listens on {host}:{port}; the hub connects directly.")
             return f"http://{host}:{port}"
+        if route == "ssh":
+            try:
+                await self._open_ssh_forward()
+            except TunnelError as e:
+                raise StartError(f"The hub cannot reach JupyterLab on {conf['display_name']}: {e}",
+                                 await self._logs_html(job), status_code=502) from None
+            self._event(80, f"JupyterLab listens on {host}:{port}; connected through SSH via {self.lab['ssh_node']}.")
+            return f"http://127.0.0.1:{self.port}"
         props = await self._call(lambda: job.properties)
         self.forwarding_url = props.get("_links", {}).get("forwarding", {}).get("href", "")
         if not self.forwarding_url:
@@ -324,13 +342,46 @@ class IhpcSpawner(UnicoreSpawner):
             await self.tunnel.close()
             self.tunnel = None
 
+    # -- the ssh route: the login node the lab runs on (if it is one) first, then the others --
+    def _ssh_targets(self):
+        ssh = self._system()["ssh"]
+        host = self.lab.get("host", "")
+        nodes = ssh["login_nodes"]
+        first = [n for n in nodes if n == self.lab.get("ssh_node")] or \
+                [n for n in nodes if n == host or n.split(".")[0] == host.split(".")[0]]
+        return [(ssh["account"], n, ssh["port"]) for n in first + [n for n in nodes if n not in first]]
+
+    async def _open_ssh_forward(self):
+        errors = []
+        for target in self._ssh_targets():
+            try:
+                await ssh_tunnels(self.log).forward(target, self.port, self.lab["host"], self.lab["port"])
+                self.lab["ssh_node"] = target[1]
+                return
+            except TunnelError as e:
+                errors.append(str(e))
+        raise TunnelError("; ".join(errors) or "the system has no login node")
+
+    def _ssh_target(self):
+        ssh = self._system()["ssh"]
+        return (ssh["account"], self.lab["ssh_node"], ssh["port"])
+
     # ForwardBaseSpawner calls these on a hub restart (ssh_recreate_at_start) and on stop.
     async def ssh_default_forward(self):
-        if self.lab.get("route", "unicore") == "unicore" and self.forwarding_url:
+        route = self.lab.get("route", "unicore")
+        if route == "unicore" and self.forwarding_url:
             await self._open_tunnel()
+        elif route == "ssh" and self.lab.get("port"):
+            # A login node that is down now must not stop the lab: the next poll tries again.
+            try:
+                await self._open_ssh_forward()
+            except TunnelError as e:
+                self.log.warning("%s: SSH tunnel not restored yet (%s); the next poll retries", self._log_name, e)
 
     async def ssh_default_forward_remove(self):
         await self._close_tunnel()
+        if self.lab.get("route") == "ssh" and self.lab.get("ssh_node"):
+            await ssh_tunnels(self.log).cancel(self._ssh_target(), self.port)
 
     async def _poll(self):
         if not self.resource_url:
@@ -346,10 +397,21 @@ class IhpcSpawner(UnicoreSpawner):
         except Exception as e:
             self.log.warning("%s: UNICORE status unknown (%s); assuming the lab runs", self._log_name, e)
             return None
-        return 0 if props.get("status") in FINAL_STATES else None
+        if props.get("status") in FINAL_STATES:
+            return 0
+        # The ssh route: a tunnel connection that ended (login node rebooted) comes back here.
+        if self.lab.get("route") == "ssh" and self.lab.get("port"):
+            try:
+                if self.lab.get("ssh_node"):
+                    await ssh_tunnels(self.log).ensure(self._ssh_target(), self.port, self.lab["host"], self.lab["port"])
+                else:
+                    await self._open_ssh_forward()
+            except TunnelError as e:
+                self.log.warning("%s: SSH tunnel down (%s); the next poll retries", self._log_name, e)
+        return None
 
     async def _stop(self, now=False, **kwargs):
-        await self._close_tunnel()
+        await self.ssh_default_forward_remove()
         if not self.resource_url:
             return
         try:
@@ -365,6 +427,13 @@ class IhpcSpawner(UnicoreSpawner):
                 await self._call(job.delete)
         except Exception as e:
             self.log.warning("%s: stopping the UNICORE job %s failed: %s", self._log_name, self.resource_url, e)
+
+
+def ssh_tunnels(log):
+    if not _SSH:
+        ssh = SETTINGS["ssh"]
+        _SSH.append(SshTunnels(ssh["key"], ssh["known_hosts"], ssh["control_dir"], log))
+    return _SSH[0]
 
 
 def options_form(spawner):
