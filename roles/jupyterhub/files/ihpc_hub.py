@@ -246,7 +246,10 @@ class IhpcSpawner(UnicoreSpawner):
         """Polls the job until the lab has written its address; reports progress meanwhile."""
         conf = self._system()
         batch = self.user_options["target"] != "login"
-        interval = SETTINGS.get("progress_poll_interval", 3)
+        # A lab on a login node writes its address a few seconds after the job starts: the first
+        # looks come soon and the interval grows to its ceiling, so a quick start is seen quickly
+        # and a queued job costs UNICORE/X no more calls than the ceiling allows.
+        interval = min(SETTINGS.get("progress_poll_first", 0.5), SETTINGS.get("progress_poll_interval", 3))
         last_details = 0
         while True:
             props = await self._call(lambda: job.properties)
@@ -287,6 +290,7 @@ class IhpcSpawner(UnicoreSpawner):
             else:
                 self._event(20, f"UNICORE job {status.lower()}, waiting for the batch system.")
             await asyncio.sleep(interval)
+            interval = min(interval * 1.5, SETTINGS.get("progress_poll_interval", 3))
 
     async def _start(self):
         conf = self._system()
