@@ -41,43 +41,9 @@ matches:
 """
 
 import glob
-import grp
-import hashlib
-import os
-import pwd
-import stat
 
 from ansible.module_utils.basic import AnsibleModule
-
-
-def _name(lookup, ident):
-    try:
-        return lookup(ident)[0]
-    except KeyError:
-        return str(ident)
-
-
-def describe(path, algorithm="sha1"):
-    """The state of one path, as the module returns it."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return {"exists": False}
-    out = {
-        "exists": True,
-        "isdir": stat.S_ISDIR(st.st_mode),
-        "islnk": stat.S_ISLNK(st.st_mode),
-        "owner": _name(pwd.getpwuid, st.st_uid),
-        "group": _name(grp.getgrgid, st.st_gid),
-        "mode": "%04o" % stat.S_IMODE(st.st_mode),
-    }
-    if stat.S_ISREG(st.st_mode):
-        digest = hashlib.new(algorithm)
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(65536), b""):
-                digest.update(block)
-        out["checksum"] = digest.hexdigest()
-    return out
+from ansible.module_utils.site_file_state import describe
 
 
 def main():
