@@ -242,24 +242,24 @@ def _check_users(users, systems, reserved_accounts=()):
                     "%s.xlogin: '%s' is a system or service account (root, Debian's system users and the "
                     "bundle's service users are never mapped); map the user to their own account" % (apath, xlogin)
                 )
-            uid = account.get("uid")
-            if _is_int(uid):
-                clash = _claim(uid_of, (sname, xlogin), uid, apath)
+            # An account's uid and gid must agree wherever the same xlogin is mapped on a system.
+            for key, id_of in (("uid", uid_of), ("gid", gid_of)):
+                value = account.get(key)
+                if not _is_int(value):
+                    continue
+                clash = _claim(id_of, (sname, xlogin), value, apath)
                 if clash:
                     errors.append(
-                        "%s.uid: xlogin '%s' on %s has uid %d here but uid %d at %s" % ((apath, xlogin, sname, uid) + clash)
+                        "%s.%s: xlogin '%s' on %s has %s %d here but %s %d at %s"
+                        % ((apath, key, xlogin, sname, key, value, key) + clash)
                     )
+            # ... and one uid belongs to one xlogin.
+            uid = account.get("uid")
+            if _is_int(uid):
                 clash = _claim(xlogin_of, (sname, uid), xlogin, apath)
                 if clash:
                     errors.append(
                         "%s.uid: uid %d on %s is already the uid of xlogin '%s' (%s)" % ((apath, uid, sname) + clash)
-                    )
-            gid = account.get("gid")
-            if _is_int(gid):
-                clash = _claim(gid_of, (sname, xlogin), gid, apath)
-                if clash:
-                    errors.append(
-                        "%s.gid: xlogin '%s' on %s has gid %d here but gid %d at %s" % ((apath, xlogin, sname, gid) + clash)
                     )
     return errors
 

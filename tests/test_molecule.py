@@ -44,6 +44,7 @@ def test_molecule_default_scenario(capsys):
             for line in proc.stdout:
                 sys.stdout.write(line)
                 log.write(line)
+                log.flush()  # scripts/test watches the log for the verify phase
                 match = ACTION_RE.search(ANSI_RE.sub("", line))
                 if match and match.group(2) == "Executing":
                     current = (match.group(1), time.monotonic())

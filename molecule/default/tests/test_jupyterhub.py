@@ -646,7 +646,7 @@ def test_the_ssh_route_works_again_after_the_login_node_restarts(site, sessions)
             failures.append(str(e)[:200])
             if time.time() > deadline:
                 pytest.fail(f"no lab on {login} within 180 s of its restart: {failures}")
-            time.sleep(5)
+            time.sleep(2)
         finally:
             s.api.stop(s.user, "after")
     print(f"starts that failed after the restart of {login} before one worked: {len(failures)} {failures}")

@@ -380,7 +380,7 @@ def test_forged_revoked_and_expired_tokens_are_refused(unity, info, needs_browse
     # Expired: an authorization code redeemed after its lifetime.
     validity = int(info["code_validity"])
     if validity > 90:
-        pytest.skip(f"expired code not tried: unity_idm_oauth_code_validity is {validity} s (the test inventory sets 30)")
+        pytest.skip(f"expired code not tried: unity_idm_oauth_code_validity is {validity} s (the test inventory sets 15)")
     user = SESSION["user"]
     before = unity.oauth_tokens(owner=user)
     code, verifier, _ = _login_for_code(info, user, info["passwords"][user], f"unity-expired-code-{user}")
