@@ -7,7 +7,8 @@ See docs/jupyterhub.md for the design; the comments here say why a piece exists.
 The spawner subclasses jupyterhub-unicorespawner's UnicoreSpawner (and through it
 ForwardBaseSpawner, whose progress events, cancel API and restart handling it keeps) and
 replaces the parts that do not fit a hub on a plain host:
-- UNICORE calls run in threads: pyunicore is synchronous and would block the hub's event loop;
+- UNICORE calls run in a pool of threads of their own (unicore_call_threads): pyunicore is
+  synchronous and would block the hub's event loop;
 - the job description is built from validated options (no text substitution into JSON);
 - the lab reports its address in a file in the job directory (not a log line that may scroll
   out of the last 4 KiB of stderr, and that never names the unnamed default server, so that
@@ -21,6 +22,8 @@ replaces the parts that do not fit a hub on a plain host:
 """
 
 import asyncio
+import concurrent.futures
+import functools
 import html
 import json
 import os
@@ -41,6 +44,8 @@ from ihpc_ssh import SshTunnels, TunnelError
 from ihpc_tunnel import UnicoreTunnel
 
 SETTINGS = {}
+# The pool for the blocking pyunicore calls, sized by site.json (unicore_call_threads) in configure().
+_UNICORE_CALLS = []
 _SSH = []  # the hub's one SshTunnels (made at first use: it needs the running event loop's log)
 FINAL_STATES = ("SUCCESSFUL", "FAILED")
 
@@ -180,7 +185,11 @@ class IhpcSpawner(UnicoreSpawner):
         return SETTINGS["systems"][self.user_options["system"]]
 
     async def _call(self, fn, *args):
-        return await asyncio.to_thread(fn, *args)
+        # Not asyncio.to_thread: its default pool (cores + 4 threads) makes concurrent starts queue.
+        if not _UNICORE_CALLS:
+            _UNICORE_CALLS.append(concurrent.futures.ThreadPoolExecutor(
+                max_workers=SETTINGS.get("unicore_call_threads", 32), thread_name_prefix="unicore"))
+        return await asyncio.get_running_loop().run_in_executor(_UNICORE_CALLS[0], functools.partial(fn, *args))
 
     async def start(self):
         # The REST API bypasses the form: every start is checked against the inventory here.
@@ -242,7 +251,7 @@ class IhpcSpawner(UnicoreSpawner):
             pass
         return "".join(parts)
 
-    async def _wait_for_lab(self, job):
+    async def _wait_for_lab(self, job, submitted):
         """Polls the job until the lab has written its address; reports progress meanwhile."""
         conf = self._system()
         batch = self.user_options["target"] != "login"
@@ -271,6 +280,11 @@ class IhpcSpawner(UnicoreSpawner):
                     # error"); the job's own state says next round whether it failed.
                     lab = None
                 if lab:
+                    # Where a slow start spent its time (the start script stamps the file).
+                    if isinstance(lab.get("started"), (int, float)) and isinstance(lab.get("listening"), (int, float)):
+                        self.log.info("%s: lab found %.1f s after the submission: its script began after %.1f s, "
+                                      "the lab listened %.1f s later", self._log_name, time.time() - submitted,
+                                      lab["started"] - submitted, lab["listening"] - lab["started"])
                     return str(lab["host"]), int(lab["port"])
             if status == "RUNNING":
                 self._event(60, f"Job running{' on ' + conf['display_name'] if not batch else ''}: JupyterLab is starting.")
@@ -298,6 +312,7 @@ class IhpcSpawner(UnicoreSpawner):
         self._event(5, f"Submitting JupyterLab to {conf['display_name']} through UNICORE.")
         client = await self._client()
         env = self.get_env()
+        submitted = time.time()
         try:
             job = await self._call(client.new_job, self.job_description(options, env))
         except requests.HTTPError as e:
@@ -306,7 +321,7 @@ class IhpcSpawner(UnicoreSpawner):
         job = await self._job()
         self._event(10, f"UNICORE job submitted ({options['target']}).")
 
-        host, port = await self._wait_for_lab(job)
+        host, port = await self._wait_for_lab(job, submitted)
         route = conf.get("route", "unicore")
         self.lab = {"host": host, "port": port, "route": route}
         if route == "direct":
