@@ -44,7 +44,7 @@ from ihpc_ssh import SshTunnels, TunnelError
 from ihpc_tunnel import UnicoreTunnel
 
 SETTINGS = {}
-# The pool for the blocking pyunicore calls, sized by site.json (unicore_call_threads) in configure().
+# The pool for the blocking pyunicore calls (site.json: unicore_call_threads), made at the first call.
 _UNICORE_CALLS = []
 _SSH = []  # the hub's one SshTunnels (made at first use: it needs the running event loop's log)
 FINAL_STATES = ("SUCCESSFUL", "FAILED")
