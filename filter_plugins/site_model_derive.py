@@ -49,6 +49,8 @@ SYSTEM_DEFAULTS = {
     "jupyter_env_prefix": "/opt/jupyter",
     # None: "<site.public_hub_url>/hub/api", filled in below.
     "jupyter_hub_api_url": None,
+    # The idle culler stops a lab without activity for this long (0: never); its Slurm job ends.
+    "jupyter_idle_timeout_minutes": 120,
 }
 SLURM_DEFAULTS = {"managed": False, "controller": None, "node_cpus": None, "node_real_memory_mb": None}
 # None means "no limit": Slurm applies none, the spawn form shows none, UNICORE's IDB allows any.

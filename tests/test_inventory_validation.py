@@ -204,6 +204,8 @@ BAD_CASES = [
      ["hpc_systems.c1.jupyter_env_prefix:"], None, []),
     ("jupyter-hub-api-url-scheme", lambda i: _c1(i).update(jupyter_hub_api_url="hub.ihpc.test/hub/api"),
      ["hpc_systems.c1.jupyter_hub_api_url:"], None, []),
+    ("jupyter-idle-timeout-negative", lambda i: _c1(i).update(jupyter_idle_timeout_minutes=-5),
+     ["hpc_systems.c1.jupyter_idle_timeout_minutes:"], None, []),
     ("password-not-shown", lambda i: i["site"]["hpc_users"][0].update(unity_password=123456789),
      ["hpc_users[0].unity_password: must be a string", "<hidden>"], "validate.yml", []),
     # Near misses of the data model's keys and of role variables (the optional hpc_users would

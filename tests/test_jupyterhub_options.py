@@ -90,3 +90,38 @@ def test_projects_and_login_nodes_are_checked_per_system():
                                                  project=["c1|p9"])
     assert "offers no 'login'" in refused("alice", target=["c2|login"])
     assert "carol has no account" in refused("carol", target=["c1|login"])
+
+
+def test_the_form_preselects_the_last_start_and_fills_in_its_values_per_partition():
+    last_jobs = [
+        {"options": {"system": "c1", "target": "batch", "nodes": 2, "runtime": 45, "project": "p2"},
+         "requested": "2026-01-01T10:00:00Z"},
+        {"options": {"system": "c2", "target": "gpu", "nodes": 1, "runtime": 20}, "requested": "2026-01-02T10:00:00Z"},
+        {"options": {"system": "c1", "target": "batch", "nodes": 1, "runtime": 30, "project": "p1"},
+         "requested": "2025-12-01T10:00:00Z"},
+        {},
+    ]
+    remembered = opts.remembered_choices(last_jobs)
+    # The newest start overall is pre-selected; per partition, its newest values.
+    assert remembered["choice"] == "c2|gpu"
+    assert remembered["per_target"]["c1|batch"] == {"nodes": 2, "runtime": 45, "project": "p2"}
+    form = opts.render_form(SETTINGS, "alice", remembered)
+    assert 'value="c2|gpu" data-system="c2" data-batch="1" data-max-nodes="1" data-max-runtime="30" ' \
+           'data-last-nodes="1" data-last-runtime="20" selected' in form
+    assert 'data-last-nodes="2" data-last-project="p2" data-last-runtime="45"' in form
+    assert form.count(" selected") == 1
+    # A remembered choice the user may no longer make is not pre-selected: the first option is.
+    form = opts.render_form(SETTINGS, "bob", remembered)
+    assert 'value="c1|login" data-system="c1" data-batch="0" selected' in form
+
+
+def test_the_form_offers_a_name_for_a_new_named_lab_and_shows_the_name_of_a_named_one():
+    form = opts.render_form(SETTINGS, "alice", None, "", named_servers=True)
+    assert 'id="ihpc-name"' in form and 'encodeURIComponent("alice")' in form
+    # The name field has no name attribute: it is not a start option, it changes the form's URL.
+    assert 'name="name"' not in form
+    named = opts.render_form(SETTINGS, "alice", None, "analysis", named_servers=True)
+    assert 'id="ihpc-name"' not in named and '<strong id="ihpc-lab-name">analysis</strong>' in named
+    # A user name cannot break out of the script.
+    assert "</script>x" not in opts.render_form({**SETTINGS, "users": {"</script>x": {"c1": {}}}}, "</script>x",
+                                                None, "", named_servers=True).split("<script", 1)[1].split("</script>", 1)[0]

@@ -90,6 +90,12 @@ class HubClient:
         for name in (model or {}).get("servers", {}) if status == 200 else []:
             self.request("DELETE", self.server_api(user, name), {"remove": True} if name else None)
 
+    def labs(self, user):
+        """The user's lab cards from the hub's labs API (what the home page shows)."""
+        status, body = self.request("GET", f"/hub/api/ihpc/users/{user}/labs")
+        assert status == 200, (status, body)
+        return {card["name"]: card for card in body["labs"]}
+
     def wait_ready(self, user, name, timeout=600):
         """Waits until the hub calls the server ready and the lab's own API answers."""
         deadline = time.time() + timeout
@@ -107,8 +113,9 @@ class HubClient:
         raise TimeoutError(f"{user}/{name} not usable after {timeout} s; last: {last}")
 
     # ---- a notebook cell, as JupyterLab runs it ----
-    def run_cell(self, user, name, code, timeout=120):
-        """Runs code in a new python3 kernel of the lab; returns its stdout (errors raise)."""
+    def run_cell(self, user, name, code, timeout=120, keep_kernel=False):
+        """Runs code in a new python3 kernel of the lab; returns its stdout (errors raise).
+        keep_kernel: send the cell and return at once, leaving the kernel (and the cell) running."""
         status, kernel = self.request("POST", self.lab(user, name) + "api/kernels", {"name": "python3"})
         assert status in (200, 201), (status, kernel)
         ws = websocket.create_connection(
@@ -123,6 +130,8 @@ class HubClient:
                 "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
                 "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                             "allow_stdin": False, "stop_on_error": True}}))
+            if keep_kernel:
+                return kernel["id"]
             out, deadline = [], time.time() + timeout
             while time.time() < deadline:
                 msg = json.loads(ws.recv())
@@ -138,4 +147,5 @@ class HubClient:
             raise TimeoutError(f"no result from the kernel after {timeout} s")
         finally:
             ws.close()
-            self.request("DELETE", self.lab(user, name) + f"api/kernels/{kernel['id']}")
+            if not keep_kernel:
+                self.request("DELETE", self.lab(user, name) + f"api/kernels/{kernel['id']}")

@@ -235,6 +235,42 @@ def run_cell(s, server):
     return host, int(uid), version
 
 
+# ---- the home page's cards (roles/jupyterhub/files/templates/home.html) and the labs API ------
+def wait_card(s, name, states, timeout=120):
+    """The lab's card from the labs API once its state is one of states; fails with the last one."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        last = s.api.labs(s.user).get(name)
+        if last and last["state"] in states:
+            return last
+        time.sleep(2)
+    pytest.fail(f"the card of {s.user}/{name or '(default)'} did not reach {states} within {timeout} s; last: {last}")
+
+
+def home_card(d, name):
+    return d.find_element(By.CSS_SELECTOR, f".ihpc-card[data-server='{name}']")
+
+
+def card_field(d, name, field):
+    """The text of one field of a card on the home page ('' if the card does not show it)."""
+    found = home_card(d, name).find_elements(By.CSS_SELECTOR, f"[data-field='{field}']")
+    return found[0].text.strip() if found else ""
+
+
+def seconds(clock):
+    """Seconds of the card's time left, "[h:]mm:ss"."""
+    value = 0
+    for part in clock.split(":"):
+        value = value * 60 + int(part)
+    return value
+
+
+def open_home(s):
+    s.driver.get(f"{s.url}/hub/home")
+    browser.wait_for("the home page's cards", lambda: s.driver.find_element(By.ID, "ihpc-home").get_attribute("data-loaded"),
+                     30)
+
+
 # ---- the tests --------------------------------------------------------------------------------
 def test_lab_on_the_login_node_runs_as_the_user_and_stops_cleanly(site, sessions):
     """The way a user goes: log in, the spawn form, the login node, JupyterLab (default lab)."""
@@ -527,6 +563,19 @@ def test_a_failed_start_shows_the_job_logs(site, sessions):
         browser.wait_for("the failure with the job's stderr on the page", failure_shown, 180, interval=2)
         browser.shot(d, f"{s.user}-09-failed-start-logs")
         assert not (s.api.server(s.user, "broken") or {}).get("ready")
+        # The home page keeps a card in state "failed"; its logs show the job's stderr.
+        card = wait_card(s, "broken", ("failed",), 60)
+        assert "ended before JupyterLab was up" in card["reason"], card
+        d.get(f"{s.url}/hub/home")
+        browser.wait_for("the failed card", lambda: card_field(d, "broken", "state") == "Failed", 30)
+        browser.shot(d, f"{s.user}-10-failed-card")
+        home_card(d, "broken").find_element(By.CSS_SELECTOR, "[data-action=logs]").click()
+        stderr = browser.wait_for("the failed lab's stderr in its logs view", lambda: next(
+            (e.text for e in d.find_elements(By.ID, "ihpc-log-stderr") if marker in e.text), None), 60)
+        browser.shot(d, f"{s.user}-11-failed-logs")
+        assert "Starting JupyterLab for" in stderr
+        status, logs = s.api.request("GET", f"/hub/api/ihpc/users/{s.user}/logs?server=broken")
+        assert status == 200 and marker in logs["stderr"]["text"] and logs["unicore_log"], (status, logs)
         s.api.remove_all(s.user)
     finally:
         login.run(f"rm -f {conf}")
@@ -650,3 +699,173 @@ def test_the_ssh_route_works_again_after_the_login_node_restarts(site, sessions)
         finally:
             s.api.stop(s.user, "after")
     print(f"starts that failed after the restart of {login} before one worked: {len(failures)} {failures}")
+
+
+# ---- the home page: a card per lab, its logs, stop and start again ------------------------------
+class TestHomePage:
+    """One user with a login-node lab and a batch lab on the same system (started once for the class)."""
+
+    @pytest.fixture(scope="class")
+    def two_labs(self, site, sessions):
+        system = first_system(site)
+        user = mapped_users(site, system)[0]
+        mapping = user["systems"][system]
+        part = next((p for p in site["systems"][system]["partitions"] if p.get("default")),
+                    site["systems"][system]["partitions"][0])
+        s = sessions(user["name"])
+        s.api.remove_all(s.user)
+        # The batch lab through the form's name field (the default form), the login one through the API.
+        d = s.driver
+        d.get(f"{s.url}/hub/spawn")
+        browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-name"), 30).send_keys("home-batch")
+        Select(d.find_element(By.ID, "ihpc-target")).select_by_value(f"{system}|{part['name']}")
+        runtime = d.find_element(By.ID, "ihpc-runtime")
+        runtime.clear()
+        runtime.send_keys("10")
+        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        browser.wait_for("the named lab's progress page", lambda: f"/spawn-pending/{s.user}/home-batch" in d.current_url, 30)
+        status, body = s.api.start(s.user, "home-login", {"system": system, "target": "login"})
+        assert status in (201, 202), (status, body)
+        s.api.wait_ready(s.user, "home-batch")
+        s.api.wait_ready(s.user, "home-login")
+        yield {"s": s, "system": system, "user": user, "mapping": mapping, "partition": part["name"]}
+        s.api.remove_all(s.user)
+
+    def test_cards_show_where_each_lab_runs_its_job_and_a_time_left_that_counts_down(self, site, two_labs):
+        s, system, mapping = two_labs["s"], two_labs["system"], two_labs["mapping"]
+        jobs = slurm_jobs(site, system, mapping["xlogin"])
+        assert len(jobs) == 1 and jobs[0][1] == "RUNNING", jobs
+        job_id, node = jobs[0][0], jobs[0][2]
+        d = s.driver
+        open_home(s)
+        browser.wait_for("both cards running", lambda: card_field(d, "home-batch", "state") == "Running"
+                         and card_field(d, "home-login", "state") == "Running", 30)
+        display = site["systems"][system]["display_name"]
+        assert card_field(d, "home-batch", "system") == f"{display} ({system})"
+        assert card_field(d, "home-batch", "where") == f"partition {two_labs['partition']}"
+        assert card_field(d, "home-batch", "job-id") == job_id
+        assert card_field(d, "home-batch", "node-list") == node
+        assert card_field(d, "home-batch", "nodes") == "1" and card_field(d, "home-batch", "runtime") == "10 min"
+        assert card_field(d, "home-login", "where") == "login node"
+        assert card_field(d, "home-login", "node-list") in [host_fqdn(h) for h in nodes_of(site, system, "login_hosts")] +             nodes_of(site, system, "login_hosts")
+        assert not card_field(d, "home-login", "job-id") and not card_field(d, "home-login", "time-left")
+        first = seconds(card_field(d, "home-batch", "time-left"))
+        assert 0 < first <= 600, first
+        time.sleep(3)
+        second = seconds(card_field(d, "home-batch", "time-left"))
+        assert 1 <= first - second <= 5, f"the time left went from {first} to {second} s in 3 s"
+        # Ten minutes of runtime: the card warns that it ends soon.
+        assert "The runtime ends in" in card_field(d, "home-batch", "ending")
+        browser.shot(d, f"{s.user}-12-home-cards")
+        # The same through the REST API, with the user's token (as a script would read it).
+        cards = s.api.labs(s.user)
+        assert cards["home-batch"]["job_id"] == job_id and cards["home-batch"]["node_list"] == node
+        assert cards["home-batch"]["state"] == "running" and 0 < cards["home-batch"]["time_left_seconds"] <= 600
+        assert (cards["home-login"]["system"], cards["home-login"]["target"]) == (system, "login")
+        # The batch lab's logs: the start script's output, read through UNICORE.
+        home_card(d, "home-batch").find_element(By.CSS_SELECTOR, "[data-action=logs]").click()
+        stderr = browser.wait_for("the start script's output in the logs view", lambda: next(
+            (e.text for e in d.find_elements(By.ID, "ihpc-log-stderr") if "Starting JupyterLab for" in e.text), None), 60)
+        assert f"(server home-batch) on {node}" in stderr, stderr[:500]
+        assert d.find_element(By.ID, "ihpc-log-unicore").text.strip()
+        browser.shot(d, f"{s.user}-13-lab-logs")
+        status, logs = s.api.request("GET", f"/hub/api/ihpc/users/{s.user}/logs?server=home-batch&tail=2048")
+        assert status == 200 and "Starting JupyterLab for" in logs["stderr"]["text"], (status, logs)
+        assert len(logs["stderr"]["text"].encode()) <= 2048
+
+    def test_one_user_never_sees_anothers_cards_or_logs(self, site, sessions, two_labs):
+        s, system = two_labs["s"], two_labs["system"]
+        other = next(u for u in mapped_users(site, system) if u["name"] != s.user)
+        o = sessions(other["name"])
+        for path in (f"/hub/api/ihpc/users/{s.user}/labs", f"/hub/api/ihpc/users/{s.user}/logs?server=home-batch",
+                     f"/hub/api/ihpc/users/{s.user}/logs?server=home-login&all=1"):
+            status, body = o.api.request("GET", path)
+            assert status in (403, 404), f"{o.user} got {status} from {path}: {str(body)[:300]}"
+            assert "Starting JupyterLab" not in json.dumps(body)
+        assert not set(o.api.labs(o.user)) & {"home-batch", "home-login"}
+        o.driver.get(f"{o.url}/hub/labs/{s.user}/logs?server=home-batch")
+        text = browser.wait_for("the refusal page", lambda: next(
+            (t for t in [o.driver.find_element(By.TAG_NAME, "body").text] if "403" in t or "404" in t), None), 30)
+        assert "Starting JupyterLab" not in text
+        browser.shot(o.driver, f"{o.user}-06-refused-logs-of-{s.user}")
+
+    def test_stop_ends_only_that_lab_and_start_again_reuses_its_choices(self, site, two_labs):
+        s, system, mapping = two_labs["s"], two_labs["system"], two_labs["mapping"]
+        d = s.driver
+        open_home(s)
+        browser.wait_for("the batch card", lambda: card_field(d, "home-batch", "state") == "Running", 30)
+        home_card(d, "home-batch").find_element(By.CSS_SELECTOR, "[data-action=stop]").click()
+        wait_gone(f"Slurm jobs of {mapping['xlogin']}", lambda: slurm_jobs(site, system, mapping["xlogin"]), 90)
+        card = wait_card(s, "home-batch", ("stopped",), 60)
+        assert card["options"]["runtime"] == 10
+        browser.wait_for("the stopped card", lambda: card_field(d, "home-batch", "state") == "Stopped", 30)
+        browser.shot(d, f"{s.user}-14-one-lab-stopped")
+        # The other lab runs on, untouched.
+        assert s.api.server(s.user, "home-login")["ready"]
+        assert run_cell(s, "home-login")[1] == mapping["uid"]
+        # "Start again": the same choices, no form.
+        home_card(d, "home-batch").find_element(By.CSS_SELECTOR, "[data-action=start-again]").click()
+        browser.wait_for("the progress page of the new start",
+                         lambda: f"/spawn-pending/{s.user}/home-batch" in d.current_url or "/user/" in d.current_url, 30)
+        s.api.wait_ready(s.user, "home-batch")
+        host, uid, _ = run_cell(s, "home-batch")
+        assert host in nodes_of(site, system, "compute_hosts") and uid == mapping["uid"], (host, uid)
+        model = s.api.server(s.user, "home-batch")
+        assert (model["user_options"]["target"], model["user_options"]["runtime"]) == (two_labs["partition"], 10), model
+        jobs = slurm_jobs(site, system, mapping["xlogin"])
+        assert len(jobs) == 1 and jobs[0][1] == "RUNNING", jobs
+        # The form remembers the last choice: a new lab's form has it pre-selected.
+        d.get(f"{s.url}/hub/spawn/{s.user}/home-third")
+        select = Select(browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-target"), 30))
+        assert select.first_selected_option.get_attribute("value") == f"{system}|{two_labs['partition']}"
+        assert d.find_element(By.ID, "ihpc-runtime").get_attribute("value") == "10"
+        browser.shot(d, f"{s.user}-15-form-remembers")
+
+
+# ---- idle labs end: jupyterhub-idle-culler with the system's limit --------------------------------
+def test_the_idle_culler_stops_an_idle_lab_and_keeps_busy_and_watched_ones(site, sessions):
+    culled = sorted(n for n, c in site["systems"].items() if 0 < c["jupyter_idle_timeout_minutes"] <= 5
+                    and c.get("login_node_jupyter") and mapped_users(site, n))
+    assert culled, "the test inventory should give a system with login-node labs an idle limit of a few minutes"
+    system = culled[0]
+    limit = site["systems"][system]["jupyter_idle_timeout_minutes"] * 60
+    user = mapped_users(site, system)[0]
+    xlogin = user["systems"][system]["xlogin"]
+    part = site["systems"][system]["partitions"][0]["name"]
+    s = sessions(user["name"])
+    s.api.remove_all(s.user)
+    starts = {"idle-batch": {"system": system, "target": part, "nodes": 1, "runtime": 30},
+              "busy": {"system": system, "target": "login"}, "watched": {"system": system, "target": "login"}}
+    for name, options in starts.items():
+        status, body = s.api.start(s.user, name, options)
+        assert status in (201, 202), (name, status, body)
+    try:
+        s.api.wait_ready(s.user, "idle-batch")
+        ready = time.time()
+        for name in ("busy", "watched"):
+            s.api.wait_ready(s.user, name)
+        assert len(slurm_jobs(site, system, xlogin)) == 1
+        # A cell that keeps printing (no browser), and a lab open in the browser.
+        s.api.run_cell(s.user, "busy", "import threading, time\n"
+                       "def tick():\n    for i in range(60):\n        print('tick', i, flush=True); time.sleep(5)\n"
+                       "threading.Thread(target=tick, daemon=True).start()\n", keep_kernel=True)
+        s.driver.get(f"{s.url}{HubClient.lab(s.user, 'watched')}lab")
+        browser.wait_for("JupyterLab of the watched lab", lambda: s.driver.find_elements(By.CSS_SELECTOR, "#jp-main-dock-panel"), 60)
+        card = wait_card(s, "idle-batch", ("stopped",), limit + 150)
+        after = time.time() - ready
+        print(f"the idle lab was stopped {after:.0f} s after it was ready (limit {limit} s)")
+        # (ready is when the test saw it ready, up to a poll later than the hub did)
+        assert after >= limit - 5, f"the idle lab was stopped after {after:.0f} s, before its limit of {limit} s"
+        assert "without activity" in card["reason"], card
+        wait_gone(f"the idle lab's Slurm job of {xlogin}", lambda: slurm_jobs(site, system, xlogin), 60)
+        # Past the limit plus a cull round, the busy and the watched labs still run.
+        time.sleep(max(0, ready + limit + 45 - time.time()))
+        for name in ("busy", "watched"):
+            model = s.api.server(s.user, name)
+            assert model and model["ready"], f"the {name} lab was stopped: {model}"
+        open_home(s)
+        browser.wait_for("the culled card", lambda: card_field(s.driver, "idle-batch", "state") == "Stopped", 30)
+        browser.shot(s.driver, f"{s.user}-16-idle-lab-stopped")
+    finally:
+        s.driver.get(f"{s.url}/hub/home")
+        s.api.remove_all(s.user)

@@ -18,7 +18,12 @@ replaces the parts that do not fit a hub on a plain host:
 - the hub -> lab route through UNICORE/X port forwarding is an asyncio listener on loopback
   that verifies the Gateway's certificate, sends the user's current token on every connection
   and is closed when the server stops (pyunicore's Forwarder does none of these);
-- tokens are refreshed before they expire, also for the hub's background polls and stops.
+- tokens are refreshed before they expire, also for the hub's background polls and stops;
+- the home page shows each lab as a card (ihpc_labs), from the hub's state and UNICORE (the
+  user's token, fetched in parallel and cached for seconds), with its job's logs; the same
+  over the REST API (/hub/api/ihpc/users/<user>/labs and .../logs);
+- each start leaves a record (ihpc_last_job in the spawner's state, kept after the stop) that
+  the cards, "start again", the logs of an ended lab and the form's remembered choices read.
 """
 
 import asyncio
@@ -28,18 +33,23 @@ import html
 import json
 import os
 import ssl
+import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 import requests
 from oauthenticator.generic import GenericOAuthenticator
 from pyunicore import client as unicore
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.handlers.base import BaseHandler
+from jupyterhub.scopes import needs_scope
 from pyunicore.credentials import OIDCToken
 from tornado import web
 from traitlets import Integer
 from unicorespawner import UnicoreSpawner
 
-from ihpc_options import LAB_FILE, OptionsError, job_description, render_form, validate_options
+from ihpc_labs import UNICORE_FINAL, lab_card
+from ihpc_options import LAB_FILE, OptionsError, job_description, remembered_choices, render_form, validate_options
 from ihpc_ssh import SshTunnels, TunnelError
 from ihpc_tunnel import UnicoreTunnel
 
@@ -47,7 +57,25 @@ SETTINGS = {}
 # The pool for the blocking pyunicore calls (site.json: unicore_call_threads), made at the first call.
 _UNICORE_CALLS = []
 _SSH = []  # the hub's one SshTunnels (made at first use: it needs the running event loop's log)
-FINAL_STATES = ("SUCCESSFUL", "FAILED")
+FINAL_STATES = UNICORE_FINAL
+# UNICORE's view of each lab's job for the cards, by job URL: {"fetched": epoch, ...}. A page
+# with five labs must not wait on five sequential UNICORE round trips at every refresh.
+_CARD_FACTS = {}
+CARD_FACTS_TTL = {"active": 3, "ended": 120}
+# The logs view: the last LOGS_TAIL bytes of stdout and stderr, or up to LOGS_ALL with "all".
+LOGS_TAIL = 16384
+LOGS_ALL = 4 * 1024 * 1024
+
+
+def utc_iso(value=None):
+    """ISO 8601 UTC with a Z: of a naive UTC datetime (JupyterHub's ORM), an epoch, or now."""
+    if value is None:
+        value = datetime.now(timezone.utc)
+    elif isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---- options: the form and its validation live in ihpc_options (no hub imports) -------------------
@@ -155,23 +183,34 @@ class IhpcSpawner(UnicoreSpawner):
     lab = {}
     forwarding_url = ""
     tunnel = None
+    # The last start: {"options", "requested", "resource_url", "job_id", "host", "state"
+    # (starting, running, stopped, failed, ended), "ended", "message"}. Outlives the stop.
+    last_job = {}
 
     # state: where the lab runs and how the hub reaches it (needed again after a hub restart)
     def get_state(self):
         state = super().get_state()
         state["ihpc_lab"] = dict(self.lab)
         state["ihpc_forwarding_url"] = self.forwarding_url
+        state["ihpc_last_job"] = dict(self.last_job)
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.lab = dict(state.get("ihpc_lab", {}))
         self.forwarding_url = state.get("ihpc_forwarding_url", "")
+        self.last_job = dict(state.get("ihpc_last_job", {}))
 
     def clear_state(self):
+        # ihpc_last_job stays: the card of a stopped or failed lab, its logs and "start again" need it.
         super().clear_state()
         self.lab = {}
         self.forwarding_url = ""
+
+    def _job_ended(self, state, message=""):
+        """Records how the last start ended (the first word counts: a failure stays a failure)."""
+        if self.last_job and self.last_job.get("state") in ("starting", "running"):
+            self.last_job.update(state=state, message=message[:500], ended=utc_iso())
 
     def _event(self, progress, message, html_message=None):
         now = datetime.now().strftime("%H:%M:%S")
@@ -199,7 +238,15 @@ class IhpcSpawner(UnicoreSpawner):
             raise refused(e) from None
         self.lab, self.forwarding_url = {}, ""
         self.custom_port = 0  # a fresh hub-side port for every start
-        return await super().start()
+        self.last_job = {"options": dict(self.user_options), "requested": utc_iso(), "state": "starting",
+                         "resource_url": "", "job_id": "", "host": ""}
+        try:
+            url = await super().start()
+        except Exception as e:
+            self._job_ended("failed", str(e))
+            raise
+        self.last_job["state"] = "running"
+        return url
 
     # -- the job: ihpc_options builds it from the validated options --
     def job_description(self, options, env):
@@ -318,10 +365,15 @@ class IhpcSpawner(UnicoreSpawner):
         except requests.HTTPError as e:
             raise StartError(f"UNICORE on {conf['display_name']} refused the job: {e}", status_code=502)
         self.resource_url = job.resource_url
+        self.last_job["resource_url"] = job.resource_url
         job = await self._job()
         self._event(10, f"UNICORE job submitted ({options['target']}).")
 
         host, port = await self._wait_for_lab(job, submitted)
+        self.last_job["host"] = host
+        if options["target"] != "login":
+            props = await self._call(lambda: job.properties)
+            self.last_job["job_id"] = str(props.get("batchSystemID", "") or "")
         route = conf.get("route", "unicore")
         self.lab = {"host": host, "port": port, "route": route}
         if route == "direct":
@@ -410,6 +462,7 @@ class IhpcSpawner(UnicoreSpawner):
             props = await self._call(lambda: job.properties)
         except requests.HTTPError as e:
             if getattr(e.response, "status_code", 0) == 404:
+                self._job_ended("ended", "The UNICORE job is gone.")
                 return 0
             self.log.warning("%s: UNICORE status unknown (%s); assuming the lab runs", self._log_name, e)
             return None
@@ -417,6 +470,8 @@ class IhpcSpawner(UnicoreSpawner):
             self.log.warning("%s: UNICORE status unknown (%s); assuming the lab runs", self._log_name, e)
             return None
         if props.get("status") in FINAL_STATES:
+            why = props.get("statusMessage", "") or f"exit code {props.get('exitCode', 'unknown')}"
+            self._job_ended("ended", f"The job ended ({props['status']}: {why}).")
             return 0
         # The ssh route: a tunnel connection that ended (login node rebooted) comes back here.
         if self.lab.get("route") == "ssh" and self.lab.get("port"):
@@ -429,7 +484,19 @@ class IhpcSpawner(UnicoreSpawner):
                 self.log.warning("%s: SSH tunnel down (%s); the next poll retries", self._log_name, e)
         return None
 
+    def _idle_minutes(self):
+        """Minutes since the lab's last activity when that is past the system's idle limit, else 0."""
+        limit = SETTINGS["systems"].get(self.user_options.get("system", ""), {}).get("idle_timeout_minutes") or 0
+        last = self.orm_spawner.last_activity if self.orm_spawner else None
+        if not limit or not last:
+            return 0
+        idle = (datetime.now(timezone.utc) - last.replace(tzinfo=timezone.utc)).total_seconds() / 60
+        return int(idle) if idle >= limit else 0
+
     async def _stop(self, now=False, **kwargs):
+        idle = self._idle_minutes()
+        self._job_ended("stopped", f"Stopped after {idle} minutes without activity (this system's idle limit)."
+                        if idle else "Stopped.")
         await self.ssh_default_forward_remove()
         if not self.resource_url:
             return
@@ -448,6 +515,151 @@ class IhpcSpawner(UnicoreSpawner):
             self.log.warning("%s: stopping the UNICORE job %s failed: %s", self._log_name, self.resource_url, e)
 
 
+    # -- the home page's cards and logs: UNICORE's view of the lab's job, with the user's token --
+    def _card_job_url(self):
+        return self.resource_url or self.last_job.get("resource_url", "")
+
+    async def card_facts(self):
+        """{"status", "status_message", "job_id", "host", "slurm": {...}, "fetched"} of the lab's
+        job, or {} without one; cached briefly (CARD_FACTS_TTL); never raises (error: ...)."""
+        url = self._card_job_url()
+        if not url:
+            return {}
+        now = time.time()
+        cached = _CARD_FACTS.get(url)
+        if cached and now - cached["fetched"] < CARD_FACTS_TTL["ended" if cached.get("status") in FINAL_STATES else "active"]:
+            return cached
+        batch = (self.user_options or self.last_job.get("options") or {}).get("target", "login") != "login"
+        facts = {"fetched": now, "host": self.lab.get("host") or self.last_job.get("host", "")}
+        try:
+            job = unicore.Job(await self._get_transport(), url, cache_time=0)
+            props = await self._call(lambda: job.properties)
+            facts.update(status=props.get("status", ""), status_message=props.get("statusMessage", ""))
+            if batch and props.get("batchSystemID") not in (None, "", "N/A"):
+                facts["job_id"] = str(props["batchSystemID"])
+                if props.get("status") not in FINAL_STATES:
+                    d = await self._call(job.bss_details)
+                    facts["slurm"] = {"state": d.get("JobState", ""), "reason": d.get("Reason", ""),
+                                      "nodes": d.get("NodeList", ""), "time_limit": d.get("TimeLimit", ""),
+                                      "run_time": d.get("RunTime", "")}
+        except Exception as e:
+            facts["error"] = f"UNICORE status unknown: {getattr(e, 'message', None) or e}"[:300]
+        for key in [k for k, v in _CARD_FACTS.items() if now - v["fetched"] > 600]:
+            del _CARD_FACTS[key]
+        _CARD_FACTS[url] = facts
+        return facts
+
+    def _read_tail(self, job, name, max_bytes):
+        """(text, size) of the last max_bytes of a file in the job directory."""
+        path = job.working_dir.stat(name)
+        size = int(path.properties.get("size", 0))
+        if not size:
+            return "", 0
+        return path.raw(offset=max(0, size - max_bytes)).read().decode(errors="replace"), size
+
+    async def job_logs(self, max_bytes):
+        """The job's stdout and stderr (their last max_bytes) and UNICORE's job log, read in
+        parallel through UNICORE with the user's token: {"stdout": {"text", "size"}, ...}."""
+        url = self._card_job_url()
+        if not url:
+            return {"error": "This lab has not submitted a job yet."}
+        job = unicore.Job(await self._get_transport(), url, cache_time=0)
+
+        async def tail(name):
+            try:
+                text, size = await asyncio.wait_for(self._call(self._read_tail, job, name, max_bytes), 30)
+                return {"text": text, "size": size, "truncated": size > max_bytes}
+            except Exception as e:
+                return {"text": "", "size": 0, "error": f"not readable: {e}"[:300]}
+
+        async def unicore_log():
+            try:
+                props = await asyncio.wait_for(self._call(lambda: job.properties), 30)
+                mount = await asyncio.wait_for(self._call(lambda: job.working_dir.properties.get("mountPoint", "")), 30)
+                return {"log": props.get("log", []), "status": props.get("status", ""), "directory": mount}
+            except Exception as e:
+                return {"log": [], "error": f"not readable: {e}"[:300]}
+
+        stdout, stderr, log = await asyncio.gather(tail("stdout"), tail("stderr"), unicore_log())
+        return {"stdout": stdout, "stderr": stderr, "unicore_log": log["log"], "status": log.get("status", ""),
+                "directory": log.get("directory", ""), "error": log.get("error", "")}
+
+
+def lab_spawners(user):
+    """(name, spawner) of each of the user's labs, the default one ("") first. user.all_spawners()
+    yields ORM rows for stopped labs; user.spawners[name] loads the Spawner with its state."""
+    return [(name, user.spawners[name]) for name in sorted(user.orm_user.orm_spawners)]
+
+
+def _spawner_view(sp):
+    orm = sp.orm_spawner
+    return {"options": dict(sp.user_options or {}) if sp.active else None, "active": sp.active, "ready": sp.ready,
+            "pending": sp.pending, "started": utc_iso(orm.started) if sp.active and orm.started else None,
+            "last_activity": utc_iso(orm.last_activity) if orm.last_activity else None, "last_job": sp.last_job}
+
+
+async def user_cards(user):
+    """The user's lab cards (ihpc_labs.lab_card), UNICORE asked for all labs at once."""
+    labs = [(name, sp, _spawner_view(sp)) for name, sp in lab_spawners(user)]
+    # A default lab that never started is no lab.
+    labs = [lab for lab in labs if lab[2]["active"] or lab[2]["last_job"]]
+    facts = await asyncio.gather(*(sp.card_facts() for _, sp, _ in labs))
+    now = time.time()
+    return [lab_card(SETTINGS, user.name, name, view, f, now) for (name, _, view), f in zip(labs, facts)]
+
+
+def _lab_of(handler, user_name):
+    """(user, name, spawner) of ?server= of the user, or 404."""
+    user = handler.find_user(user_name)
+    name = handler.get_argument("server", "")
+    if user is None or name not in user.orm_user.orm_spawners:
+        raise web.HTTPError(404, f"{user_name} has no lab {name!r}")
+    return user, name, user.spawners[name]
+
+
+def _logs_limit(handler):
+    if handler.get_argument("all", ""):
+        return LOGS_ALL
+    try:
+        return max(1024, min(int(handler.get_argument("tail", str(LOGS_TAIL))), LOGS_ALL))
+    except ValueError:
+        raise web.HTTPError(400, "tail must be a number of bytes") from None
+
+
+class LabsAPIHandler(APIHandler):
+    """GET /hub/api/ihpc/users/<user>/labs: the user's lab cards (a token with read:servers of that user)."""
+
+    @needs_scope("read:servers")
+    async def get(self, user_name):
+        user = self.find_user(user_name)
+        if user is None:
+            raise web.HTTPError(404)
+        self.write(json.dumps({"user": user.name, "now": time.time(), "labs": await user_cards(user)}))
+
+
+class LabLogsAPIHandler(APIHandler):
+    """GET /hub/api/ihpc/users/<user>/logs?server=<name>&tail=<bytes>|all=1: the lab's job logs."""
+
+    @needs_scope("read:servers")
+    async def get(self, user_name):
+        user, name, sp = _lab_of(self, user_name)
+        self.write(json.dumps({"user": user.name, "server": name, **await sp.job_logs(_logs_limit(self))}))
+
+
+class LabLogsPage(BaseHandler):
+    """/hub/labs/<user>/logs?server=<name>[&all=1]: the logs view of one lab."""
+
+    @web.authenticated
+    @needs_scope("read:servers")
+    async def get(self, user_name):
+        user, name, sp = _lab_of(self, user_name)
+        limit = _logs_limit(self)
+        logs = await sp.job_logs(limit)
+        card = next((c for c in await user_cards(user) if c["name"] == name), None)
+        self.finish(await self.render_template("lab_logs.html", owner=user.name, server=name, card=card, logs=logs,
+                                               limit=limit, showing_all=limit == LOGS_ALL))
+
+
 def ssh_tunnels(log):
     if not _SSH:
         ssh = SETTINGS["ssh"]
@@ -456,7 +668,8 @@ def ssh_tunnels(log):
 
 
 def options_form(spawner):
-    return render_form(SETTINGS, spawner.user.name)
+    remembered = remembered_choices([sp.last_job for _, sp in lab_spawners(spawner.user)])
+    return render_form(SETTINGS, spawner.user.name, remembered, spawner.name, named_servers=True)
 
 
 def options_from_form(formdata, spawner):
@@ -489,6 +702,15 @@ def configure(c, path):
     c.JupyterHub.named_server_limit_per_user = s["named_server_limit"]
     c.JupyterHub.concurrent_spawn_limit = s["concurrent_spawn_limit"]
     c.JupyterHub.template_paths = [os.path.join(s["config_dir"], "templates")]
+    # The cards' and logs' handlers. extra_handlers is deprecated (JupyterHub 3.1) in favour of
+    # services, but a service could not read the spawners' state or use the users' tokens.
+    c.JupyterHub.extra_handlers = [
+        (r"/api/ihpc/users/([^/]+)/labs", LabsAPIHandler),
+        (r"/api/ihpc/users/([^/]+)/logs", LabLogsAPIHandler),
+        (r"/labs/([^/]+)/logs", LabLogsPage),
+    ]
+    # How often the hub reads the proxy's activity, and labs report theirs: the idle culler's grain.
+    c.JupyterHub.last_activity_interval = s["activity_interval"]
     c.JupyterHub.log_level = s.get("log_level", "INFO")
 
     c.JupyterHub.authenticator_class = IhpcOAuthenticator
@@ -530,3 +752,20 @@ def configure(c, path):
     sp.http_timeout = s["http_timeout"]
     sp.poll_interval = s["poll_interval"]
     sp.consecutive_failure_limit = 0
+    sp.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(s["activity_interval"])}
+
+    # Idle labs end (docs/jupyterhub.md, "Idle labs"): jupyterhub-idle-culler as a managed
+    # service, with per-system limits (idle_culler_config.py reads them from site.json).
+    if s.get("idle_culler"):
+        c.JupyterHub.services = [{
+            "name": "idle-culler",
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--cull-every={s['idle_culler']['every']}",
+                        # The per-system limit decides; --timeout only has to be below every one of them.
+                        "--timeout=1", f"--config={s['idle_culler']['config']}"],
+            "environment": {"IHPC_SITE_JSON": path},
+        }]
+        c.JupyterHub.load_roles = [{
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        }]

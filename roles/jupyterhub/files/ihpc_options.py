@@ -6,6 +6,7 @@ for form posts and for REST API starts alike, and builds each start's job with t
 """
 
 import html
+import json
 import re
 import shlex
 
@@ -157,31 +158,71 @@ def job_description(script_text, server_name, options, env):
     return job
 
 
-def render_form(settings, username):
-    """The spawn form: only the systems this user is mapped to, with their limits."""
+def remembered_choices(last_jobs):
+    """What the form pre-selects, from the records of the user's last starts (ihpc_last_job of
+    each lab): {"choice": "<system>|<where>" of the newest start, "per_target": {"<system>|<where>":
+    {"nodes", "runtime", "project"}} of the newest start there}."""
+    jobs = sorted((j for j in last_jobs if j and (j.get("options") or {}).get("system")),
+                  key=lambda j: j.get("requested", ""))
+    per_target = {}
+    for job in jobs:  # oldest first: the newest start of a target wins
+        o = job["options"]
+        per_target[f"{o['system']}|{o.get('target', '')}"] = {k: o[k] for k in ("nodes", "runtime", "project") if k in o}
+    choice = ""
+    if jobs:
+        o = jobs[-1]["options"]
+        choice = f"{o['system']}|{o.get('target', '')}"
+    return {"choice": choice, "per_target": per_target}
+
+
+# A lab's name as JupyterHub accepts it in a URL, kept short for the cards.
+SERVER_NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]{0,29}"
+
+
+def render_form(settings, username, remembered=None, server_name="", named_servers=False):
+    """The spawn form: only the systems this user is mapped to, with their limits; the choice of
+    the user's last start pre-selected (remembered_choices), and a name field for a new named
+    lab when the form starts the default one."""
     mine = user_systems(settings, username)
     if not mine:
         return ('<div class="alert alert-warning">Your account is not mapped to any HPC system of this site, '
                 "so there is nowhere to start JupyterLab. Ask the site's support to add you.</div>")
     esc = html.escape
+    remembered = remembered or {}
+    per_target = remembered.get("per_target", {})
+    values = [f"{s}|{t['name']}" for s in sorted(mine) for t in targets(settings, s)]
+    preselect = remembered.get("choice") if remembered.get("choice") in values else values[0]
     groups, projects = [], []
-    first = True
     for system in sorted(mine):
         conf = settings["systems"][system]
         opts = []
         for t in targets(settings, system):
+            value = f"{system}|{t['name']}"
             attrs = f' data-batch="{int(t["batch"])}"'
             if t["batch"]:
                 attrs += f' data-max-nodes="{t["max_nodes"] or ""}" data-max-runtime="{t["max_runtime"] or ""}"'
-            selected = " selected" if first else ""
-            first = False
-            opts.append(f'<option value="{esc(system)}|{esc(t["name"])}" data-system="{esc(system)}"{attrs}{selected}>'
+                for key, last in sorted(per_target.get(value, {}).items()):
+                    attrs += f' data-last-{key}="{esc(str(last))}"'
+            selected = " selected" if value == preselect else ""
+            opts.append(f'<option value="{esc(value)}" data-system="{esc(system)}"{attrs}{selected}>'
                         f'{esc(conf["display_name"])}: {esc(t["label"][0].lower() + t["label"][1:])}</option>')
         groups.append(f'<optgroup label="{esc(conf["display_name"])} ({esc(system)})">{"".join(opts)}</optgroup>')
         for p in mine[system].get("projects", []):
             projects.append(f'<option value="{esc(system)}|{esc(p)}" data-system="{esc(system)}">{esc(p)}</option>')
+    if server_name:
+        name_row = f'<p class="mb-3">Lab: <strong id="ihpc-lab-name">{esc(server_name)}</strong></p>'
+    elif named_servers:
+        name_row = f"""<div class="mb-3">
+    <label for="ihpc-name" class="form-label">Lab name (empty: your default lab)</label>
+    <input id="ihpc-name" type="text" class="form-control" pattern="{SERVER_NAME_PATTERN}" maxlength="30"
+           placeholder="e.g. analysis" title="letters, digits, dot, dash and underscore">
+  </div>"""
+    else:
+        name_row = ""
+    user_js = json.dumps(username).replace("<", "\\u003c")
     return f"""
 <div class="ihpc-spawn-form">
+  {name_row}
   <div class="mb-3">
     <label for="ihpc-target" class="form-label">HPC system and where JupyterLab runs</label>
     <select id="ihpc-target" name="target" class="form-select">{''.join(groups)}</select>
@@ -211,17 +252,33 @@ def render_form(settings, username):
     var nodes = document.getElementById("ihpc-nodes"), runtime = document.getElementById("ihpc-runtime");
     nodes.max = o.getAttribute("data-max-nodes") || "";
     runtime.max = o.getAttribute("data-max-runtime") || "";
+    // The values of the user's last start on this partition, where there was one.
+    if (o.hasAttribute("data-last-nodes")) {{ nodes.value = o.getAttribute("data-last-nodes"); }}
+    if (o.hasAttribute("data-last-runtime")) {{ runtime.value = o.getAttribute("data-last-runtime"); }}
     if (runtime.max && +runtime.value > +runtime.max) {{ runtime.value = runtime.max; }}
     var project = document.getElementById("ihpc-project"), any = false;
+    var last = o.getAttribute("data-system") + "|" + (o.getAttribute("data-last-project") || "");
     for (var i = 0; i < project.options.length; i++) {{
       var mine = project.options[i].getAttribute("data-system") === o.getAttribute("data-system");
       project.options[i].hidden = !mine; project.options[i].disabled = !mine;
-      if (mine && !any) {{ project.selectedIndex = i; any = true; }}
+      if (mine && (!any || project.options[i].value === last)) {{ project.selectedIndex = i; any = true; }}
     }}
     document.getElementById("ihpc-project-row").style.display = any ? "" : "none";
   }}
   target.addEventListener("change", update);
   update();
+  // A name makes it a named lab: the form posts to spawn/<user>/<name> (keeping the query, _xsrf).
+  var name = document.getElementById("ihpc-name");
+  if (name && name.form) {{
+    name.form.addEventListener("submit", function() {{
+      var value = name.value.trim();
+      if (!value) {{ return; }}
+      var action = name.form.getAttribute("action") || window.location.search;
+      var cut = action.indexOf("?"), query = cut < 0 ? "" : action.slice(cut);
+      name.form.setAttribute("action", window.jhdata.base_url + "spawn/" + encodeURIComponent({user_js}) + "/" +
+                             encodeURIComponent(value) + query);
+    }});
+  }}
 }})();
 </script>
 """
