@@ -702,34 +702,36 @@ def test_the_ssh_route_works_again_after_the_login_node_restarts(site, sessions)
 
 
 # ---- the home page: a card per lab, its logs, stop and start again ------------------------------
-class TestHomePage:
-    """One user with a login-node lab and a batch lab on the same system (started once for the class)."""
+@pytest.fixture(scope="class")
+def two_labs(site, sessions):
+    """One user with a login-node lab and a batch lab on the same system (for TestHomePage)."""
+    system = first_system(site)
+    user = mapped_users(site, system)[0]
+    mapping = user["systems"][system]
+    part = next((p for p in site["systems"][system]["partitions"] if p.get("default")),
+                site["systems"][system]["partitions"][0])
+    s = sessions(user["name"])
+    s.api.remove_all(s.user)
+    # The batch lab through the form's name field (the default form), the login one through the API.
+    d = s.driver
+    d.get(f"{s.url}/hub/spawn")
+    browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-name"), 30).send_keys("home-batch")
+    Select(d.find_element(By.ID, "ihpc-target")).select_by_value(f"{system}|{part['name']}")
+    runtime = d.find_element(By.ID, "ihpc-runtime")
+    runtime.clear()
+    runtime.send_keys("10")
+    d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+    browser.wait_for("the named lab's progress page", lambda: f"/spawn-pending/{s.user}/home-batch" in d.current_url, 30)
+    status, body = s.api.start(s.user, "home-login", {"system": system, "target": "login"})
+    assert status in (201, 202), (status, body)
+    s.api.wait_ready(s.user, "home-batch")
+    s.api.wait_ready(s.user, "home-login")
+    yield {"s": s, "system": system, "user": user, "mapping": mapping, "partition": part["name"]}
+    s.api.remove_all(s.user)
 
-    @pytest.fixture(scope="class")
-    def two_labs(self, site, sessions):
-        system = first_system(site)
-        user = mapped_users(site, system)[0]
-        mapping = user["systems"][system]
-        part = next((p for p in site["systems"][system]["partitions"] if p.get("default")),
-                    site["systems"][system]["partitions"][0])
-        s = sessions(user["name"])
-        s.api.remove_all(s.user)
-        # The batch lab through the form's name field (the default form), the login one through the API.
-        d = s.driver
-        d.get(f"{s.url}/hub/spawn")
-        browser.wait_for("the spawn form", lambda: d.find_element(By.ID, "ihpc-name"), 30).send_keys("home-batch")
-        Select(d.find_element(By.ID, "ihpc-target")).select_by_value(f"{system}|{part['name']}")
-        runtime = d.find_element(By.ID, "ihpc-runtime")
-        runtime.clear()
-        runtime.send_keys("10")
-        d.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
-        browser.wait_for("the named lab's progress page", lambda: f"/spawn-pending/{s.user}/home-batch" in d.current_url, 30)
-        status, body = s.api.start(s.user, "home-login", {"system": system, "target": "login"})
-        assert status in (201, 202), (status, body)
-        s.api.wait_ready(s.user, "home-batch")
-        s.api.wait_ready(s.user, "home-login")
-        yield {"s": s, "system": system, "user": user, "mapping": mapping, "partition": part["name"]}
-        s.api.remove_all(s.user)
+
+class TestHomePage:
+    """The home page of a user with a login-node lab and a batch lab (the two_labs fixture)."""
 
     def test_cards_show_where_each_lab_runs_its_job_and_a_time_left_that_counts_down(self, site, two_labs):
         s, system, mapping = two_labs["s"], two_labs["system"], two_labs["mapping"]
@@ -769,9 +771,15 @@ class TestHomePage:
         assert f"(server home-batch) on {node}" in stderr, stderr[:500]
         assert d.find_element(By.ID, "ihpc-log-unicore").text.strip()
         browser.shot(d, f"{s.user}-13-lab-logs")
-        status, logs = s.api.request("GET", f"/hub/api/ihpc/users/{s.user}/logs?server=home-batch&tail=2048")
+        # The same over the API: all of stderr, or its last KiB.
+        status, logs = s.api.request("GET", f"/hub/api/ihpc/users/{s.user}/logs?server=home-batch&all=1")
         assert status == 200 and "Starting JupyterLab for" in logs["stderr"]["text"], (status, logs)
-        assert len(logs["stderr"]["text"].encode()) <= 2048
+        full = logs["stderr"]
+        status, logs = s.api.request("GET", f"/hub/api/ihpc/users/{s.user}/logs?server=home-batch&tail=1024")
+        tail = logs["stderr"]
+        assert status == 200 and tail["truncated"] and tail["size"] > 1024 and len(tail["text"].encode()) <= 1024, tail
+        # The size is the whole file's (the lab logs on, so it may have grown since).
+        assert tail["size"] >= full["size"] == len(full["text"].encode()), (tail["size"], full["size"])
 
     def test_one_user_never_sees_anothers_cards_or_logs(self, site, sessions, two_labs):
         s, system = two_labs["s"], two_labs["system"]
