@@ -42,12 +42,16 @@ ROLES_DIR = os.path.join(os.path.dirname(HERE), "roles")
 # (ports, the TSI's port and account, XUUDB's identity prefix), the hub's JupyterHub version (the
 # labs' jupyterhub-singleuser must match it) and the hub's OAuth client id (Unity registers it).
 SHARED_DEFAULTS = {
-    "unity_idm": ["unity_idm_port"],
+    "unity_idm": ["unity_idm_port", "unity_idm_install_dir"],
+    "unicore_common": ["unicore_common_base_dir"],
     "unicore_gateway": ["unicore_gateway_port"],
     "unicore_xuudb": ["unicore_xuudb_port", "unicore_xuudb_user_dn_prefix"],
     "unicore_unicorex": ["unicore_unicorex_tsi_port", "unicore_unicorex_tsi_reply_port_offset",
                          "unicore_unicorex_tsi_priveduser"],
-    "jupyterhub": ["jupyterhub_version", "jupyterhub_oauth_client_id"],
+    "unicore_tsi": ["unicore_tsi_dir"],
+    # The health report (playbooks/status.yml) reads where the hub lives.
+    "jupyterhub": ["jupyterhub_version", "jupyterhub_oauth_client_id", "jupyterhub_venv", "jupyterhub_config_dir",
+                   "jupyterhub_hub_port"],
 }
 
 
