@@ -877,3 +877,57 @@ def test_the_idle_culler_stops_an_idle_lab_and_keeps_busy_and_watched_ones(site,
     finally:
         s.driver.get(f"{s.url}/hub/home")
         s.api.remove_all(s.user)
+
+
+# ---- fault drill: Unity down -------------------------------------------------------------------------
+def test_with_unity_down_a_login_gets_a_clear_page_and_running_labs_keep_working(site, sessions, net):
+    """Unity stopped for a while: a new login gets the hub's 503 page within seconds (not the
+    browser's own error on Unity's host), a running lab answers its cells, and once Unity is back
+    logins work again with nothing else restarted."""
+    system = first_system(site)
+    user = mapped_users(site, system)[0]
+    s = sessions(user["name"])
+    status, body = s.api.start(s.user, "drill", {"system": system, "target": "login"})
+    assert status in (201, 202), (status, body)
+    s.api.wait_ready(s.user, "drill")
+    hub = cluster_host(site["hub"])
+    hub_pid = hub.check_output("systemctl show -P MainPID jupyterhub.service")
+    unity = site["services"]["unity"]
+    idm = cluster_host(unity["host"])
+    idm.run_expect([0], "systemctl stop unity-idm.service")
+    try:
+        d = browser.make_driver(net["hosts"], net["ca"], str(SHOTS))
+        try:
+            started = time.time()
+            d.get(f"{s.url}/hub/oauth_login")
+            text = browser.wait_for("the hub's page about the login service", lambda: next(
+                (t for t in [d.find_element(By.TAG_NAME, "body").text] if "does not answer" in t), None), 30)
+            elapsed = time.time() - started
+            browser.shot(d, "unity-down-01-login-page")
+        finally:
+            browser.quit(d)
+        assert "503" in text and f"Unity at {unity['fqdn']}" in text and "Labs that are running keep running" in text, text
+        assert "Traceback" not in text and elapsed < 15, (elapsed, text)
+        assert run_cell(s, "drill")[1] == user["systems"][system]["uid"]
+    finally:
+        idm.run("systemctl start unity-idm.service")
+    back = time.time()
+    discovery = unity["issuer"] + "/.well-known/openid-configuration"
+    probe = (f"python3 -c 'import ssl, urllib.request; urllib.request.urlopen(\"{discovery}\", timeout=5, "
+             f"context=ssl.create_default_context(cafile=\"{SITE_CA}\"))'")
+    deadline = time.time() + 240
+    while hub.run(probe).rc != 0:
+        if time.time() > deadline:
+            pytest.fail("Unity did not answer within 240 s of its start")
+        time.sleep(2)
+    print(f"Unity answered again {time.time() - back:.0f} s after its start")
+    # A new login works with nothing else restarted (the same hub process), and the lab still runs.
+    other = Session(site, net, mapped_users(site, system)[-1]["name"])
+    try:
+        other.login(shot="unity-down-02-login-again")
+        assert other.api.request("GET", f"/hub/api/users/{other.user}")[0] == 200
+    finally:
+        other.close()
+    assert hub.check_output("systemctl show -P MainPID jupyterhub.service") == hub_pid
+    assert run_cell(s, "drill")[1] == user["systems"][system]["uid"]
+    s.api.stop(s.user, "drill")

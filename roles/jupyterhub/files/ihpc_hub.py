@@ -36,15 +36,18 @@ import ssl
 import sys
 import time
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import requests
 from oauthenticator.generic import GenericOAuthenticator
+from oauthenticator.oauth2 import OAuthLoginHandler
 from pyunicore import client as unicore
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import needs_scope
 from pyunicore.credentials import OIDCToken
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Integer
 from unicorespawner import UnicoreSpawner
 
@@ -107,6 +110,48 @@ class StartError(web.HTTPError):
         return self.message
 
 
+# ---- login: a clear page while Unity is down -------------------------------------------------------
+LOGIN_DOWN_MESSAGE = ("The login service ({service}) does not answer at the moment, so nobody can log in right "
+                      "now. Labs that are running keep running. Try again in a few minutes; if this lasts, "
+                      "tell the site's support.")
+_UNITY_CHECK = {"at": 0.0, "problem": ""}
+
+
+def login_unavailable(problem):
+    """503 with a message for people, for a login that cannot reach Unity (not a stack trace)."""
+    err = web.HTTPError(503, log_message=f"the login service does not answer: {problem}", reason="Service Unavailable")
+    unity = urlsplit(SETTINGS["oauth"]["authorize_url"]).hostname
+    err.jupyterhub_message = LOGIN_DOWN_MESSAGE.format(service=f"Unity at {unity}")
+    return err
+
+
+async def unity_problem():
+    """'' when Unity answers HTTP at its authorize URL, else why not (one look per 5 s at most)."""
+    if time.time() - _UNITY_CHECK["at"] < 5:
+        return _UNITY_CHECK["problem"]
+    problem = ""
+    try:
+        # Any HTTP answer (Unity answers a bare authorize URL with an error page) means it is up.
+        await AsyncHTTPClient().fetch(SETTINGS["oauth"]["authorize_url"], raise_error=False, request_timeout=5,
+                                      connect_timeout=5, ca_certs=SETTINGS["ca_bundle"], follow_redirects=False)
+    except Exception as e:  # connection refused, timeout, TLS: all mean nobody can log in
+        problem = str(e)[:200] or type(e).__name__
+    _UNITY_CHECK.update(at=time.time(), problem=problem)
+    return problem
+
+
+class IhpcLoginHandler(OAuthLoginHandler):
+    """The redirect to Unity, or a clear 503 page when Unity does not answer (instead of the
+    browser's own "site can't be reached" on Unity's host)."""
+
+    async def get(self):
+        problem = await unity_problem()
+        if problem:
+            self.log.warning("Login while Unity does not answer: %s", problem)
+            raise login_unavailable(problem)
+        return super().get()
+
+
 # ---- tokens -------------------------------------------------------------------------------------
 class IhpcOAuthenticator(GenericOAuthenticator):
     """GenericOAuthenticator that knows when the access token expires and refreshes it early.
@@ -116,6 +161,18 @@ class IhpcOAuthenticator(GenericOAuthenticator):
     """
 
     token_refresh_margin = Integer(600, config=True, help="Refresh tokens with less than this many seconds left.")
+    login_handler = IhpcLoginHandler
+
+    async def get_token_info(self, handler, params):
+        # Unity gone between the redirect and the callback: the same clear page as at the login.
+        try:
+            return await super().get_token_info(handler, params)
+        except HTTPClientError as e:
+            if e.code != 599:
+                raise
+            raise login_unavailable(e) from None
+        except OSError as e:
+            raise login_unavailable(e) from None
 
     async def build_auth_state_dict(self, token_info, user_info):
         auth_state = super().build_auth_state_dict(token_info, user_info)
