@@ -51,11 +51,12 @@ def test_a_stopped_service_makes_the_report_fail_and_name_it(inventory):
     try:
         run = report(inventory)
         assert run.returncode != 0, run.stdout[-4000:]
-        assert f"{host}: unicore-xuudb.service is inactive" in run.stdout, run.stdout[-4000:]
-        # ... and nothing else of the site is reported down with it (UNICORE/X may miss its XUUDB).
-        found = re.search(r'"msg": "Down: (.*?)"', run.stdout)
-        assert found, run.stdout[-3000:]
+        # The failure message (on stdout or stderr, as the run's output callback puts it).
+        found = re.search(r"Down: ([^\n\"']*)", run.stdout + "\n" + run.stderr)
+        assert found, run.stdout[-3000:] + run.stderr[-2000:]
         problems = found.group(1).split("; ")
+        assert f"{host}: unicore-xuudb.service is inactive" in problems, problems
+        # ... and nothing else of the site is reported down with it (UNICORE/X may miss its XUUDB).
         assert all("xuudb" in p.lower() for p in problems), problems
     finally:
         node.run("systemctl start unicore-xuudb.service")
