@@ -324,15 +324,22 @@ class IhpcSpawner(UnicoreSpawner):
         except requests.RequestException as e:
             raise StartError(f"UNICORE on {conf['display_name']} cannot be reached: {e}", status_code=503)
 
-    async def _job(self):
+    async def _job(self, url=None):
+        """The lab's UNICORE job (or the job at url), read afresh at every property access."""
         transport = await self._get_transport()
-        return unicore.Job(transport, self.resource_url, cache_time=0)
+        return unicore.Job(transport, url or self.resource_url, cache_time=0)
 
     def _read_file(self, job, name, max_bytes=None):
+        return self._read_tail(job, name, max_bytes)[0]
+
+    def _read_tail(self, job, name, max_bytes=None):
+        """(text, size) of the last max_bytes (None: all) of a file in the job directory."""
         path = job.working_dir.stat(name)
         size = int(path.properties.get("size", 0))
+        if not size:
+            return "", 0
         offset = max(0, size - max_bytes) if max_bytes else 0
-        return path.raw(offset=offset).read().decode(errors="replace") if size else ""
+        return path.raw(offset=offset).read().decode(errors="replace"), size
 
     async def _logs_html(self, job):
         """The job's stdout/stderr tails and UNICORE log, and where the files are."""
@@ -589,7 +596,7 @@ class IhpcSpawner(UnicoreSpawner):
         batch = (self.user_options or self.last_job.get("options") or {}).get("target", "login") != "login"
         facts = {"fetched": now, "host": self.lab.get("host") or self.last_job.get("host", "")}
         try:
-            job = unicore.Job(await self._get_transport(), url, cache_time=0)
+            job = await self._job(url)
             props = await self._call(lambda: job.properties)
             facts.update(status=props.get("status", ""), status_message=props.get("statusMessage", ""))
             if batch and props.get("batchSystemID") not in (None, "", "N/A"):
@@ -606,21 +613,13 @@ class IhpcSpawner(UnicoreSpawner):
         _CARD_FACTS[url] = facts
         return facts
 
-    def _read_tail(self, job, name, max_bytes):
-        """(text, size) of the last max_bytes of a file in the job directory."""
-        path = job.working_dir.stat(name)
-        size = int(path.properties.get("size", 0))
-        if not size:
-            return "", 0
-        return path.raw(offset=max(0, size - max_bytes)).read().decode(errors="replace"), size
-
     async def job_logs(self, max_bytes):
         """The job's stdout and stderr (their last max_bytes) and UNICORE's job log, read in
         parallel through UNICORE with the user's token: {"stdout": {"text", "size"}, ...}."""
         url = self._card_job_url()
         if not url:
             return {"error": "This lab has not submitted a job yet."}
-        job = unicore.Job(await self._get_transport(), url, cache_time=0)
+        job = await self._job(url)
 
         async def tail(name):
             try:

@@ -43,7 +43,7 @@ def slurm_seconds(text):
     return parts[0] * 60
 
 
-def target_label(settings, system, target):
+def target_label(target):
     """Where a lab runs, in words: "login node" or "partition <name>"."""
     if target == "login":
         return "login node"
@@ -105,7 +105,7 @@ def lab_card(settings, user, name, spawner, facts, now):
         "system": system,
         "system_name": conf.get("display_name", system),
         "target": target,
-        "where": target_label(settings, system, target),
+        "where": target_label(target),
         "batch": batch,
         "nodes": options.get("nodes") if batch else None,
         "runtime_minutes": options.get("runtime") if batch else None,
